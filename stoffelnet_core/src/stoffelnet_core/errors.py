@@ -1,0 +1,138 @@
+"""The one error hierarchy of stoffelnet.
+
+Every error the library raises derives from `StoffelnetError`. As in h11, errors are either *local* (the caller
+misused the API: `InvalidState`, `ConfigError`) or *remote* (a peer broke the protocol: `FramingError`,
+`AuthenticationError`). Native errors (`OSError`, `ssl.SSLError`, cbor2's) are translated at the boundary with
+``raise ... from exc``. No I/O here.
+
+`ConnectionError` shadows the builtin on purpose (the seed's name): inside the library import this module and write
+``errors.ConnectionError``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "ClientNotFound",
+    "ConfigError",
+    "ConnectionError",
+    "ConnectionLost",
+    "FramingError",
+    "InitializationFailed",
+    "InvalidState",
+    "NetworkError",
+    "PartyNotFound",
+    "PluginError",
+    "ReceiveFailed",
+    "SendError",
+    "SendFailed",
+    "StoffelnetError",
+    "StreamClosed",
+    "Timeout",
+]
+
+
+class StoffelnetError(Exception):
+    """Root of every error stoffelnet raises."""
+
+
+# -- network level (the seed's NetworkError) ----------------------------------------------------------------------
+class NetworkError(StoffelnetError):
+    """A network-level operation (send, receive, lookup) failed."""
+
+
+class SendError(NetworkError):
+    """A message could not be accepted for sending."""
+
+
+class Timeout(NetworkError, builtins.TimeoutError):
+    """A bounded wait ran out; also a builtin `TimeoutError` so generic handlers catch it."""
+
+    def __init__(self, message: str, *, timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class PartyNotFound(NetworkError, LookupError):
+    """The party id is not part of this network."""
+
+    def __init__(self, party: int, message: str | None = None) -> None:
+        super().__init__(message or f"party {party!r} is not in the network")
+        self.party = party
+
+
+class ClientNotFound(NetworkError, LookupError):
+    """The client id is not connected."""
+
+    def __init__(self, client: int, message: str | None = None) -> None:
+        super().__init__(message or f"client {client!r} is not connected")
+        self.client = client
+
+
+# -- connection level (the seed's ConnectionError kinds) ----------------------------------------------------------
+class ConnectionError(StoffelnetError):  # noqa: A001 - the seed's name; see the module docstring
+    """A single peer connection failed; `peer` names the party or client when known."""
+
+    def __init__(self, message: str, *, peer: Any = None) -> None:
+        super().__init__(message)
+        self.peer = peer
+
+
+class StreamClosed(ConnectionError):
+    """The peer closed the stream or connection gracefully; nothing more will arrive."""
+
+
+class ConnectionLost(ConnectionError):
+    """The connection to a peer was lost unexpectedly (or the peer is gone for good)."""
+
+
+class SendFailed(ConnectionError):
+    """Bytes could not be written to the connection."""
+
+
+class ReceiveFailed(ConnectionError):
+    """Bytes could not be read from the connection."""
+
+
+class FramingError(ConnectionError):
+    """A remote protocol fault: a frame was oversized, truncated, malformed, or out of place.
+
+    The connection that carried it is closed; every other connection is unaffected.
+    """
+
+
+class InitializationFailed(ConnectionError):
+    """A connection or network could not be set up (dial, listen, handshake)."""
+
+
+class InvalidState(ConnectionError):
+    """A local misuse: the operation is illegal in the connection's current state."""
+
+    def __init__(self, message: str, *, state: Any = None, peer: Any = None) -> None:
+        super().__init__(message, peer=peer)
+        self.state = state
+
+
+# -- identity, configuration, plugins ------------------------------------------------------------------------------
+class AuthenticationError(StoffelnetError):
+    """A peer failed to prove the identity it claimed (or we failed to prove ours); nothing it sent is delivered."""
+
+    def __init__(self, message: str, *, peer: Any = None) -> None:
+        super().__init__(message)
+        self.peer = peer
+
+
+class ConfigError(StoffelnetError, ValueError):
+    """A configuration key has a bad value; `key` and `value` name it."""
+
+    def __init__(self, message: str, *, key: str | None = None, value: Any = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
+
+
+class PluginError(StoffelnetError):
+    """A transport plugin is missing, broken, or incompatible."""

@@ -1,0 +1,674 @@
+"""`Network` (a party) and `Client`: the public API, written once over the transport plugin interface.
+
+A party listens, dials every party with a higher id (the lower id dials: one connection per pair, never a
+duplicate) and accepts the lower ones and any clients. Received messages wait in one `Inbox` per kind of sender
+(parties, clients) until the application takes them; taking a message returns its flow-control credit to the
+sender, so an application that stops reading stops its senders instead of growing memory. Messages to oneself go
+through memory, bounded the same way.
+
+Receive waiters are futures woken when something arrives or a connection changes; a waiter takes nothing until it
+runs, so cancelling a receive (e.g. by `asyncio.wait_for`) never loses a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Hashable, Mapping
+from typing import Any
+
+import attrs
+
+from . import errors, identity, session
+from .config import Config
+from .frames import Tag
+from .ids import Address, ClientId, ClientType, Node, PartyId
+from .inbox import Inbox
+from .peer import ConnectionState, PeerConnection
+from .transport import BytePipe, Credentials, Listener, Transport, TransportContext
+
+__all__ = ["Client", "Network", "NetworkStats", "PeerStats", "open_client", "open_network"]
+
+log = logging.getLogger("stoffelnet.network")
+
+_BACKOFF_INITIAL = 0.05  # seconds before the first retry of a failed dial
+_BACKOFF_MAX = 2.0  # retries never wait longer than this between attempts
+
+
+@attrs.frozen
+class PeerStats:
+    """Counters for one peer (`Network.stats`)."""
+
+    messages_sent: int
+    bytes_sent: int
+    messages_received: int
+    bytes_received: int
+    send_buffered: int
+    receive_buffered: int
+    state: ConnectionState
+
+
+@attrs.frozen
+class NetworkStats:
+    peers: Mapping[int, PeerStats]
+    clients: Mapping[int, PeerStats]
+
+
+_Item = tuple[bytes, int, Any]  # payload, flow-control credit, source (has .consumed(stream, credit))
+_PARTY = "party"
+_CLIENT = "client"
+
+
+class _SelfSource:
+    """Self-delivery's stand-in for a connection: bounded by bytes held per stream."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held: dict[int, int] = {}
+        self.waiters: list[asyncio.Future[None]] = []
+        self.messages = 0
+        self.bytes = 0
+
+    def consumed(self, stream: int, credit: int) -> None:
+        self.held[stream] -= credit
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class _Member:
+    """What parties and clients share: connections, inboxes, waiting, receiving."""
+
+    def __init__(self, config: Config, transport: Transport) -> None:
+        self.config = config
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._session_id = os.urandom(16)
+        self._parties: dict[int, PeerConnection] = {}
+        self._clients: dict[int, PeerConnection] = {}
+        self._inboxes: dict[str, Inbox[_Item]] = {_PARTY: Inbox(), _CLIENT: Inbox()}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._changed = asyncio.Event()
+
+    # -- sink (called by connections) ------------------------------------------------------------------------------
+    def handshake_completed(self, conn: PeerConnection) -> None:
+        peer = conn.peer
+        assert peer is not None
+        table = self._parties if peer.role is ClientType.SERVER else self._clients
+        old = table.get(peer.id)
+        if old is not None and old is not conn and old.state is ConnectionState.CONNECTED:
+            raise errors.AuthenticationError(
+                f"{peer.role.value} {peer.id} is already connected; refusing a second connection", peer=peer.id
+            )
+        table[peer.id] = conn
+        self._wake()
+
+    def message_received(self, conn: PeerConnection, event: session.MessageReceived) -> None:
+        peer = conn.peer
+        assert peer is not None
+        kind = _PARTY if peer.role is ClientType.SERVER else _CLIENT
+        self._inboxes[kind].push(peer.id, event.stream, event.tag, (event.payload, event.credit, conn))
+        if self._waiters:
+            self._wake()
+
+    def connection_changed(self, conn: PeerConnection) -> None:
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed.clear()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.InvalidState(f"{type(self).__name__.lower()} is closed")
+
+    def _party_conn(self, party: int) -> PeerConnection:
+        self._check_party(party)
+        conn = self._parties.get(party)
+        if conn is None:
+            raise errors.ConnectionLost(f"party {party} is not connected", peer=party)
+        return conn
+
+    def _check_party(self, party: int) -> None:
+        if type(party) is not int or not 0 <= party < len(self.config.parties):
+            raise errors.PartyNotFound(party)
+
+    @staticmethod
+    def _take(stream: int, item: _Item) -> bytes:
+        payload, credit, source = item
+        source.consumed(stream, credit)
+        return payload
+
+    def _dead_sender_error(self, table: dict[int, PeerConnection], sender: int, what: str) -> errors.StoffelnetError | None:
+        conn = table.get(sender)
+        if conn is None:
+            return None
+        if conn.state is ConnectionState.DISCONNECTED:
+            return conn.error or errors.ConnectionLost(f"connection to {what} {sender} lost", peer=sender)
+        if conn.state in (ConnectionState.CLOSING, ConnectionState.CLOSED) and conn._session.received_close:
+            return errors.StreamClosed(f"{what} {sender} closed the connection", peer=sender)
+        return None
+
+    async def _receive_any(self, kind: str, stream: int, timeout: float | None) -> tuple[Hashable, bytes]:
+        inbox = self._inboxes[kind]
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self._check_open()
+                    found = inbox.pop_any(stream)
+                    if found is not None:
+                        sender, item = found
+                        return sender, self._take(stream, item)
+                    await self._wait()
+        except TimeoutError:
+            raise errors.Timeout(f"no message on stream {stream} within {timeout}s", timeout=timeout) from None
+
+    async def _receive_one(
+        self, kind: str, sender: int, stream: int, tag: Tag | None, timeout: float | None
+    ) -> bytes:
+        inbox = self._inboxes[kind]
+        table = self._parties if kind == _PARTY else self._clients
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self._check_open()
+                    item = inbox.pop_from(sender, stream, tag)
+                    if item is not None:
+                        return self._take(stream, item)
+                    error = self._dead_sender_error(table, sender, kind)
+                    if error is not None:
+                        raise error
+                    await self._wait()
+        except TimeoutError:
+            raise errors.Timeout(
+                f"no message from {kind} {sender} on stream {stream}"
+                + (f" with tag {tag!r}" if tag is not None else "")
+                + f" within {timeout}s",
+                timeout=timeout,
+            ) from None
+
+    async def _send_on(
+        self, conn: PeerConnection, data: bytes | bytearray | memoryview, stream: int, tag: Tag | None,
+        timeout: float | None,
+    ) -> None:
+        self._check_open()
+        if len(data) > conn.max_payload():
+            raise errors.SendError(
+                f"message of {len(data)} bytes exceeds the maximum of {conn.max_payload()} bytes "
+                f"(max_frame_size {self.config.max_frame_size})"
+            )
+        try:
+            async with asyncio.timeout(timeout):
+                await conn.send(data, stream=stream, tag=tag)
+        except TimeoutError:
+            raise errors.Timeout(
+                f"send to {conn.peer.role.value if conn.peer else 'peer'} {conn.remote_party_id} on stream "
+                f"{stream} waited {timeout}s for buffer space",
+                timeout=timeout,
+            ) from None
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _new_connection(self, pipe: BytePipe, *, dialer: bool, expect: identity.Expectation) -> PeerConnection:
+        info = pipe.info
+
+        def verify(handshake: Any) -> session.PeerIdentity:
+            return identity.verify_peer(handshake, info, expect)
+
+        role, local_id = self._local_identity()
+        sess = session.Session(
+            role=role,
+            local_id=local_id,
+            dialer=dialer,
+            verify=verify,
+            session_id=self._session_id,
+            nonce=os.urandom(16),
+            max_frame_size=self.config.max_frame_size,
+        )
+        return PeerConnection(
+            pipe,
+            sess,
+            window=self.config.receive_window_bytes,
+            send_limit=self.config.send_buffer_bytes,
+            sink=self,
+        )
+
+    def _local_identity(self) -> tuple[ClientType, int]:
+        raise NotImplementedError
+
+    async def _dial(self, node: Node, role: ClientType) -> PeerConnection:
+        """Dial `node` with retries (exponential backoff with jitter) until connected and authenticated."""
+        if node.address is None:
+            raise errors.InitializationFailed(f"party {node.id} has no address to dial", peer=node.id)
+        attempts = self.config.max_retries + 1
+        delay = _BACKOFF_INITIAL
+        last: BaseException | None = None
+        expect = identity.Expectation(party_count=len(self.config.parties), party=node.id)
+        for attempt in range(attempts):
+            if self._closed:
+                break
+            try:
+                pipe = await self._transport.dial(node.address, role=role)
+            except (errors.InitializationFailed, errors.Timeout, OSError) as exc:
+                last = exc
+                log.debug("dial party %d at %s failed (attempt %d/%d): %s", node.id, node.address, attempt + 1,
+                          attempts, exc)
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            conn = self._new_connection(pipe, dialer=True, expect=expect)
+            try:
+                await conn.handshake(self.config.timeout)
+            except errors.AuthenticationError:
+                raise
+            except (errors.ConnectionError, errors.Timeout) as exc:
+                last = exc
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            return conn
+        raise errors.InitializationFailed(
+            f"could not connect to party {node.id} at {node.address} after {attempts} attempts: {last}",
+            peer=node.id,
+        ) from last
+
+    async def _close_connections(self) -> None:
+        conns = [*self._parties.values(), *self._clients.values()]
+        await asyncio.gather(*(c.close(self.config.timeout) for c in conns), return_exceptions=True)
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _peer_stats(self, table: dict[int, PeerConnection]) -> dict[int, PeerStats]:
+        out: dict[int, PeerStats] = {}
+        for pid, conn in sorted(table.items()):
+            c = conn.stats
+            out[pid] = PeerStats(
+                c.messages_sent, c.bytes_sent, c.messages_received, c.bytes_received,
+                conn.send_buffered(), conn.receive_buffered(), conn.state,
+            )
+        return out
+
+
+class Network(_Member):
+    """One party's view of the network. Use `open_network`; it returns once every party is connected."""
+
+    def __init__(self, config: Config, transport: Transport) -> None:
+        if config.party_id is None:
+            raise errors.ConfigError("a party's config needs party_id", key="party_id")
+        super().__init__(config, transport)
+        self._me = config.party_id
+        self._listener: Listener | None = None
+        self._self = _SelfSource(config.send_buffer_bytes + config.receive_window_bytes)
+        self._accepting = 0
+
+    def _local_identity(self) -> tuple[ClientType, int]:
+        return ClientType.SERVER, self._me
+
+    # -- properties ------------------------------------------------------------------------------------------------
+    @property
+    def local_party_id(self) -> PartyId:
+        return PartyId(self._me)
+
+    @property
+    def party_count(self) -> int:
+        """Number of parties, this one included."""
+        return len(self.config.parties)
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest payload `send` accepts with this configuration."""
+        return self.config.max_frame_size - 40
+
+    @property
+    def listen_address(self) -> Address | None:
+        """Where this party listens (the real port when the config said 0)."""
+        return self._listener.address if self._listener is not None else None
+
+    def parties(self) -> list[PartyId]:
+        """Every party id, this one included."""
+        return [PartyId(n.id) for n in self.config.parties]
+
+    def clients(self) -> list[ClientId]:
+        """Ids of the clients connected now."""
+        return [ClientId(c) for c, conn in sorted(self._clients.items()) if conn.state is ConnectionState.CONNECTED]
+
+    def connection(self, party: int) -> PeerConnection:
+        """The connection to `party` (the seed's `get_connection`); raises `PartyNotFound`."""
+        self._check_party(party)
+        if party == self._me:
+            raise errors.PartyNotFound(party, f"party {party} is this party: messages to itself go through memory")
+        return self._party_conn(party)
+
+    get_connection = connection
+
+    def client_connection(self, client: int) -> PeerConnection:
+        conn = self._clients.get(client)
+        if conn is None:
+            raise errors.ClientNotFound(client)
+        return conn
+
+    def stats(self) -> NetworkStats:
+        peers = self._peer_stats(self._parties)
+        peers[self._me] = PeerStats(
+            self._self.messages, self._self.bytes, self._self.messages, self._self.bytes, 0,
+            sum(self._self.held.values()), ConnectionState.CLOSED if self._closed else ConnectionState.CONNECTED,
+        )
+        return NetworkStats(dict(sorted(peers.items())), self._peer_stats(self._clients))
+
+    # -- sending ---------------------------------------------------------------------------------------------------
+    async def send(
+        self, party: int, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Send one message to `party` (itself included); returns once it is accepted into bounded buffers.
+
+        Waits while that stream's buffer is full (backpressure). Raises `PartyNotFound`, `SendError` (too large),
+        `Timeout`, `InvalidState` (closed), or the connection's error (`ConnectionLost`).
+        """
+        self._check_party(party)
+        if party == self._me:
+            await self._send_self(data, stream, tag, timeout)
+            return
+        await self._send_on(self._party_conn(party), data, stream, tag, timeout)
+
+    async def broadcast(
+        self, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Send one message to every party, this one included."""
+        self._check_open()
+        if len(data) > self.max_message_size:
+            raise errors.SendError(f"message of {len(data)} bytes exceeds the maximum of {self.max_message_size}")
+        payload = bytes(data)
+        try:
+            async with asyncio.timeout(timeout):
+                for party in range(len(self.config.parties)):
+                    if party == self._me:
+                        await self._send_self(payload, stream, tag, None)
+                    else:
+                        await self._send_on(self._party_conn(party), payload, stream, tag, None)
+        except TimeoutError:
+            raise errors.Timeout(f"broadcast waited {timeout}s for buffer space", timeout=timeout) from None
+
+    async def _send_self(
+        self, data: bytes | bytearray | memoryview, stream: int, tag: Tag | None, timeout: float | None
+    ) -> None:
+        self._check_open()
+        if len(data) > self.max_message_size:
+            raise errors.SendError(f"message of {len(data)} bytes exceeds the maximum of {self.max_message_size}")
+        src = self._self
+        try:
+            async with asyncio.timeout(timeout):
+                while src.held.get(stream, 0) >= src.limit:
+                    waiter = self._loop.create_future()
+                    src.waiters.append(waiter)
+                    await waiter
+                    self._check_open()
+        except TimeoutError:
+            raise errors.Timeout(f"send to self waited {timeout}s for buffer space", timeout=timeout) from None
+        payload = bytes(data)
+        src.held[stream] = src.held.get(stream, 0) + len(payload)
+        src.messages += 1
+        src.bytes += len(payload)
+        self._inboxes[_PARTY].push(self._me, stream, tag, (payload, len(payload), src))
+        if self._waiters:
+            self._wake()
+
+    async def send_to_client(
+        self, client: int, data: bytes | bytearray | memoryview, *, stream: int = 0, timeout: float | None = None
+    ) -> None:
+        """Send one message to a connected client; raises `ClientNotFound`."""
+        conn = self._clients.get(client)
+        if conn is None:
+            raise errors.ClientNotFound(client)
+        await self._send_on(conn, data, stream, None, timeout)
+
+    # -- receiving -------------------------------------------------------------------------------------------------
+    async def receive(self, *, stream: int = 0, timeout: float | None = None) -> tuple[PartyId, bytes]:
+        """The next untagged message on `stream` from any party (itself included), as ``(sender, data)``."""
+        sender, data = await self._receive_any(_PARTY, stream, timeout)
+        return PartyId(int(sender)), data  # type: ignore[call-overload]
+
+    async def receive_from(
+        self, party: int, *, stream: int = 0, tag: Tag | None = None, timeout: float | None = None
+    ) -> bytes:
+        """The next message from `party` on `stream`; with `tag`, the one carrying that tag.
+
+        Raises `PartyNotFound`, `Timeout`, `StreamClosed` (the party closed and everything it sent was taken) or
+        `ConnectionLost` naming the party.
+        """
+        self._check_party(party)
+        return await self._receive_one(_PARTY, party, stream, tag, timeout)
+
+    async def receive_from_client(
+        self, client: int | None = None, *, stream: int = 0, timeout: float | None = None
+    ) -> tuple[ClientId, bytes]:
+        """The next message from `client`, or from any client when None, as ``(client_id, data)``."""
+        if client is None:
+            sender, data = await self._receive_any(_CLIENT, stream, timeout)
+            return ClientId(int(sender)), data  # type: ignore[call-overload]
+        return ClientId(client), await self._receive_one(_CLIENT, client, stream, None, timeout)
+
+    async def wait_for_clients(self, count: int, *, timeout: float | None = None) -> list[ClientId]:
+        """Wait until at least `count` clients are connected; returns their ids."""
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.clients()) < count:
+                    self._check_open()
+                    await self._wait()
+        except TimeoutError:
+            raise errors.Timeout(
+                f"{len(self.clients())} of {count} clients connected within {timeout}s", timeout=timeout
+            ) from None
+        return self.clients()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    async def _start(self) -> None:
+        node = self.config.node(self._me)
+        bind = node.bind_address
+        if bind is None:
+            raise errors.ConfigError(f"party {self._me} has no address to listen on", key="parties.address")
+        self._listener = await self._transport.listen(bind, self._on_pipe)
+        log.info("party %d listening on %s (%s)", self._me, self._listener.address, self._transport.name)
+        higher = [n for n in self.config.parties if n.id > self._me]
+        dials = [self._spawn(self._dial(n, ClientType.SERVER)) for n in higher]
+        try:
+            async with asyncio.timeout(self.config.timeout * (self.config.max_retries + 1)):
+                for task in dials:
+                    await task
+                while missing := self._missing_parties():
+                    del missing
+                    await self._wait()
+        except TimeoutError:
+            raise errors.InitializationFailed(
+                f"party {self._me}: parties {self._missing_parties()} did not connect in time"
+            ) from None
+
+    def _missing_parties(self) -> list[int]:
+        return [
+            n.id for n in self.config.parties
+            if n.id != self._me and (n.id not in self._parties or not self._parties[n.id].is_connected())
+        ]
+
+    def _on_pipe(self, pipe: BytePipe) -> None:
+        if self._closed:
+            pipe.abort()
+            return
+        expect = identity.Expectation(
+            party_count=len(self.config.parties),
+            client_count=len(self.config.clients.allow) or None,
+            accept_clients=True,
+            accept_parties_below=self._me,
+        )
+        conn = self._new_connection(pipe, dialer=False, expect=expect)
+        self._spawn(self._accept(conn))
+
+    async def _accept(self, conn: PeerConnection) -> None:
+        try:
+            peer = await conn.handshake(self.config.timeout)
+        except errors.StoffelnetError as exc:
+            log.warning("party %d refused a connection from %s: %s: %s", self._me, conn.remote_address,
+                        type(exc).__name__, exc)
+            return
+        log.debug("party %d accepted %s %d", self._me, peer.role.value, peer.id)
+
+    async def close(self) -> None:
+        """Close gracefully: flush what was accepted, tell every peer, release the transport. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        for waiter in self._self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        await self._close_connections()
+        await self._cancel_tasks()
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> Network:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class Client(_Member):
+    """A client's view: connected to every party. Use `open_client`."""
+
+    def __init__(self, config: Config, transport: Transport) -> None:
+        if config.client_id is None:
+            raise errors.ConfigError("a client's config needs client_id", key="client_id")
+        super().__init__(config, transport)
+        self.client_id = ClientId(config.client_id)
+
+    def _local_identity(self) -> tuple[ClientType, int]:
+        return ClientType.CLIENT, self.client_id
+
+    @property
+    def party_count(self) -> int:
+        return len(self.config.parties)
+
+    def parties(self) -> list[PartyId]:
+        return [PartyId(n.id) for n in self.config.parties]
+
+    def connection(self, party: int) -> PeerConnection:
+        return self._party_conn(party)
+
+    get_connection = connection
+
+    async def send(
+        self, party: int, data: bytes | bytearray | memoryview, *, stream: int = 0, timeout: float | None = None
+    ) -> None:
+        """Send one message to `party`."""
+        await self._send_on(self._party_conn(party), data, stream, None, timeout)
+
+    async def receive(self, *, stream: int = 0, timeout: float | None = None) -> tuple[PartyId, bytes]:
+        """The next message from any party, as ``(party, data)``."""
+        sender, data = await self._receive_any(_PARTY, stream, timeout)
+        return PartyId(int(sender)), data  # type: ignore[call-overload]
+
+    async def receive_from(self, party: int, *, stream: int = 0, timeout: float | None = None) -> bytes:
+        self._check_party(party)
+        return await self._receive_one(_PARTY, party, stream, None, timeout)
+
+    def stats(self) -> NetworkStats:
+        return NetworkStats(self._peer_stats(self._parties), {})
+
+    async def _start(self) -> None:
+        conns = await asyncio.gather(
+            *(self._dial(n, ClientType.CLIENT) for n in self.config.parties), return_exceptions=True
+        )
+        failures = [c for c in conns if isinstance(c, BaseException)]
+        if failures:
+            raise failures[0]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        await self._close_connections()
+        await self._cancel_tasks()
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def _make_transport(config: Config) -> Transport:
+    from .plugins import default_plugins
+
+    cls = default_plugins().get(config.transport)
+    credentials = Credentials(str(config.tls.cert), str(config.tls.key)) if config.tls is not None else None
+    context = TransportContext(
+        options=dict(config.transport_options.get(config.transport, {})),
+        credentials=credentials,
+        connect_timeout=config.timeout,
+    )
+    return cls(context)
+
+
+@contextlib.asynccontextmanager
+async def open_network(config: Config, *, transport: Transport | None = None) -> AsyncIterator[Network]:
+    """Join the network as the party `config.party_id`; yields once every party is connected, closes on exit."""
+    net = Network(config, transport if transport is not None else _make_transport(config))
+    try:
+        await net._start()
+    except BaseException:
+        await net.close()
+        raise
+    try:
+        yield net
+    finally:
+        await net.close()
+
+
+@contextlib.asynccontextmanager
+async def open_client(config: Config, *, transport: Transport | None = None) -> AsyncIterator[Client]:
+    """Connect as the client `config.client_id` to every party; closes on exit."""
+    cli = Client(config, transport if transport is not None else _make_transport(config))
+    try:
+        await cli._start()
+    except BaseException:
+        await cli.close()
+        raise
+    try:
+        yield cli
+    finally:
+        await cli.close()

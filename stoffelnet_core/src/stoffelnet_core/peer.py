@@ -1,0 +1,365 @@
+"""`PeerConnection`: drives one `Session` over one transport `BytePipe` through core's `Multiplexer`.
+
+Shaped like aioquic's asyncio protocol: bytes in -> mux and session events -> deliveries; writes are queued and
+flushed once per event-loop turn (many small messages become one ``writelines``). Waiters are futures woken by
+events, and all of them are failed when the connection ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from typing import Protocol
+
+from . import errors, mux, session
+from .frames import Tag
+from .ids import Address, ClientType
+from .transport import BytePipe, LinkInfo
+
+__all__ = ["ConnectionState", "MessageSink", "PeerConnection"]
+
+log = logging.getLogger("stoffelnet.peer")
+
+
+class ConnectionState(enum.Enum):
+    """``CONNECTED -> CLOSING -> CLOSED``, and ``CONNECTED -> DISCONNECTED`` on an unexpected loss."""
+
+    CONNECTED = "connected"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    DISCONNECTED = "disconnected"
+
+
+class MessageSink(Protocol):
+    """Where a connection delivers what it receives (the owning `Network` or `Client`)."""
+
+    def handshake_completed(self, conn: PeerConnection) -> None:
+        """Register the newly identified connection; raise `AuthenticationError` to refuse it."""
+
+    def message_received(self, conn: PeerConnection, event: session.MessageReceived) -> None: ...
+
+    def connection_changed(self, conn: PeerConnection) -> None: ...
+
+
+class PeerConnection:
+    """One authenticated connection to a party or client.
+
+    Sending waits while the stream's queued bytes exceed `send_limit` (backpressure); receiving happens through
+    the owning network's inbox (`Network.receive_from`), so this class delivers rather than reads.
+    """
+
+    def __init__(
+        self,
+        pipe: BytePipe,
+        sess: session.Session,
+        *,
+        window: int,
+        send_limit: int,
+        sink: MessageSink | None = None,
+    ) -> None:
+        self._pipe = pipe
+        self._session = sess
+        self._mux = mux.Multiplexer(window=window)
+        self._send_limit = send_limit
+        self._sink = sink
+        self._loop = asyncio.get_running_loop()
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._send_waiters: list[asyncio.Future[None]] = []
+        self._handshake: asyncio.Future[session.PeerIdentity] = self._loop.create_future()
+        self._closed_event = asyncio.Event()
+        self.state = ConnectionState.CONNECTED
+        self.error: errors.StoffelnetError | None = None  # why the connection ended, when it was not a clean close
+        self.stats = _PeerCounters()
+        pipe.set_receiver(self)
+
+    # -- identity --------------------------------------------------------------------------------------------------
+    @property
+    def info(self) -> LinkInfo:
+        return self._pipe.info
+
+    @property
+    def peer(self) -> session.PeerIdentity | None:
+        return self._session.peer
+
+    @property
+    def role(self) -> ClientType | None:
+        """The peer's role (the seed's `get_connection_role`)."""
+        return self._session.peer.role if self._session.peer else None
+
+    @property
+    def remote_party_id(self) -> int | None:
+        peer = self._session.peer
+        return peer.id if peer is not None and peer.role is ClientType.SERVER else None
+
+    @property
+    def remote_address(self) -> Address | None:
+        return self._pipe.info.remote_address
+
+    def is_connected(self) -> bool:
+        return self.state is ConnectionState.CONNECTED and self._session.state is session.SessionState.OPEN
+
+    def set_sink(self, sink: MessageSink) -> None:
+        self._sink = sink
+
+    async def handshake(self, timeout: float) -> session.PeerIdentity:
+        """Run the handshake (the dialer speaks first); returns the verified peer identity.
+
+        Raises `AuthenticationError`, `FramingError`, `ConnectionLost` or `Timeout`; on any of them the pipe is
+        aborted.
+        """
+        if self._session.dialer:
+            self._session.initiate()
+            self._schedule_flush()
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self._handshake)
+        except TimeoutError:
+            exc = errors.Timeout(f"handshake with {self.remote_address} timed out after {timeout:.1f}s", timeout=timeout)
+            self._fail(exc)
+            raise exc from None
+        except BaseException:
+            if not self._handshake.done():
+                self._fail(errors.ConnectionLost("handshake cancelled"))
+            raise
+
+    # -- sending ---------------------------------------------------------------------------------------------------
+    def max_payload(self) -> int:
+        return self._session.max_payload()
+
+    async def send(
+        self, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None
+    ) -> None:
+        """Queue one message on `stream`; waits while that stream's queued bytes are over the limit."""
+        channel = session.channel_for(stream)
+        mx = self._mux
+        while mx.queued(channel) >= self._send_limit:
+            self._check_sendable()
+            waiter = self._loop.create_future()
+            self._send_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._send_waiters:
+                    self._send_waiters.remove(waiter)
+        self._check_sendable()
+        frame = self._session.send_data(stream, data, tag)
+        mx.send(channel, frame)
+        counters = self.stats
+        counters.messages_sent += 1
+        counters.bytes_sent += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _check_sendable(self) -> None:
+        if self.state is ConnectionState.CONNECTED and self._session.state is session.SessionState.OPEN:
+            if self._session.sent_close:
+                raise errors.InvalidState("connection is closing", state=self.state, peer=self._peer_label())
+            return
+        if self.error is not None:
+            raise self.error
+        raise errors.InvalidState(
+            f"cannot send to {self._peer_label()}: connection is {self.state.value}",
+            state=self.state,
+            peer=self._peer_id(),
+        )
+
+    def send_buffered(self) -> int:
+        """Bytes accepted for sending and not yet handed to the transport."""
+        return sum(self._mux.queued(ch) for ch in list(self._mux._out))
+
+    def receive_buffered(self) -> int:
+        """Bytes received and not yet consumed by the application."""
+        return sum(self._mux.buffered(ch) for ch in list(self._mux._in))
+
+    def consumed(self, stream: int, credit: int) -> None:
+        """The application took a message worth `credit` bytes of `stream`: return the credit to the peer."""
+        if self.state is not ConnectionState.CONNECTED:
+            return
+        channel = session.channel_for(stream)
+        amount = self._session.consumed(channel, credit)
+        if self._mux.acknowledge(channel, amount):
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pipe.is_closing():
+            return
+        for channel, frame in self._session.data_to_send():
+            self._mux.send(channel, frame)
+        if self._write_paused:
+            return
+        chunks = self._mux.data_to_send()
+        if chunks:
+            self._pipe.writelines(chunks)
+            self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        waiters, self._send_waiters = self._send_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- PipeReceiver --------------------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._receive(data)
+        except errors.StoffelnetError as exc:
+            self._protocol_error(exc)
+        except Exception as exc:  # a bug: never let it take down the event loop's other connections
+            log.exception("internal error while handling data from %s", self._peer_label())
+            self._protocol_error(errors.ReceiveFailed(f"internal error: {exc!r}"))
+
+    def _receive(self, data: bytes) -> None:
+        sess = self._session
+        sink = self._sink
+        for event in self._mux.receive_data(data):
+            if type(event) is mux.StreamDataReceived:
+                for sev in sess.receive_data(event.stream, event.data):
+                    if type(sev) is session.MessageReceived:
+                        counters = self.stats
+                        counters.messages_received += 1
+                        counters.bytes_received += len(sev.payload)
+                        if sink is not None:
+                            sink.message_received(self, sev)
+                    elif type(sev) is session.CreditReturned:
+                        self._mux.acknowledge(sev.channel, sev.amount)
+                    elif type(sev) is session.HandshakeCompleted:
+                        if sink is not None:
+                            sink.handshake_completed(self)
+                        if not self._handshake.done():
+                            self._handshake.set_result(sev.peer)
+                    elif type(sev) is session.CloseReceived:
+                        self._remote_closed(sev.reason)
+            # CreditAvailable: the flush below sends what the new credit allows
+        self._schedule_flush()
+
+    def _remote_closed(self, reason: str) -> None:
+        log.debug("%s closed the connection: %s", self._peer_label(), reason or "no reason given")
+        if self.state is ConnectionState.CONNECTED:
+            self.state = ConnectionState.CLOSING
+        self._wake_senders()
+        self._notify()
+
+    def eof_received(self) -> None:
+        try:
+            self._session.eof()
+        except errors.FramingError as exc:
+            self._protocol_error(exc)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._session.received_close or (self._session.sent_close and exc is None):
+            self._finish(ConnectionState.CLOSED, None)
+            return
+        if self.state is ConnectionState.DISCONNECTED:
+            return
+        reason = f": {exc}" if exc else ""
+        self._finish(
+            ConnectionState.DISCONNECTED,
+            errors.ConnectionLost(f"connection to {self._peer_label()} lost{reason}", peer=self._peer_id()),
+        )
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._schedule_flush()
+
+    # -- ending ----------------------------------------------------------------------------------------------------
+    async def close(self, timeout: float = 10.0) -> None:
+        """Graceful close: flush what was accepted, send Close, close the pipe; abort if that takes too long."""
+        if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED):
+            return
+        if self._session.state is session.SessionState.OPEN and not self._session.sent_close:
+            self.state = ConnectionState.CLOSING
+            try:
+                async with asyncio.timeout(timeout):
+                    while self.send_buffered() and self.state is ConnectionState.CLOSING:
+                        waiter = self._loop.create_future()
+                        self._send_waiters.append(waiter)
+                        await waiter
+            except TimeoutError:
+                log.warning("closing %s: %d bytes not flushed within %.1fs", self._peer_label(),
+                            self.send_buffered(), timeout)
+                self.abort()
+                return
+            if self.state is ConnectionState.CLOSING and not self._pipe.is_closing():
+                self._session.close("closed by application")
+                self._flush()
+        self.state = ConnectionState.CLOSING if self.state is ConnectionState.CONNECTED else self.state
+        self._pipe.close()
+        if self.state is not ConnectionState.DISCONNECTED:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._closed_event.wait()
+            except TimeoutError:
+                self.abort()
+
+    def abort(self, error: errors.StoffelnetError | None = None) -> None:
+        """Drop the connection at once (unsent bytes are lost); waiters get `error` or `ConnectionLost`."""
+        if error is None:
+            error = errors.ConnectionLost(f"connection to {self._peer_label()} aborted", peer=self._peer_id())
+        self._fail(error)
+
+    def _protocol_error(self, exc: errors.StoffelnetError) -> None:
+        if isinstance(exc, errors.ConnectionError | errors.AuthenticationError) and exc.peer is None:
+            exc.peer = self._peer_id()
+        log.warning("closing connection to %s: %s: %s", self._peer_label(), type(exc).__name__, exc)
+        self._fail(exc)
+
+    def _fail(self, exc: errors.StoffelnetError) -> None:
+        if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED):
+            return
+        self._session.fail()
+        self._finish(ConnectionState.DISCONNECTED, exc)
+        self._pipe.abort()
+
+    def _finish(self, state: ConnectionState, exc: errors.StoffelnetError | None) -> None:
+        if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED):
+            return
+        self.state = state
+        if exc is not None:
+            self.error = exc
+        if not self._handshake.done():
+            self._handshake.set_exception(
+                exc or errors.ConnectionLost("connection closed during the handshake", peer=self._peer_id())
+            )
+            self._handshake.exception()  # retrieved: a failed handshake nobody awaits is not an asyncio warning
+        self._wake_senders()
+        self._closed_event.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._sink is not None:
+            self._sink.connection_changed(self)
+
+    def _peer_id(self) -> int | None:
+        return self._session.peer.id if self._session.peer else None
+
+    def _peer_label(self) -> str:
+        peer = self._session.peer
+        if peer is None:
+            return str(self.remote_address or "unidentified peer")
+        return f"{'party' if peer.role is ClientType.SERVER else 'client'} {peer.id}"
+
+    def __repr__(self) -> str:
+        return f"<PeerConnection {self._peer_label()} {self.state.value}>"
+
+
+class _PeerCounters:
+    __slots__ = ("bytes_received", "bytes_sent", "messages_received", "messages_sent")
+
+    def __init__(self) -> None:
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.messages_received = 0
+        self.bytes_received = 0
+

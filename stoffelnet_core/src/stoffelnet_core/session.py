@@ -1,0 +1,278 @@
+"""The per-peer session state machine: handshake and identity check, sequence numbers, close. No I/O here.
+
+A session sits on top of numbered channels (core's mux streams or a transport's native streams). Channel 0
+carries control envelopes (Handshake, Ack, Close); application stream ``s`` travels on channel ``s + 1``.
+
+The rules, all enforced here:
+- the dialer speaks first with its Handshake; the acceptor verifies it (the `verify` hook checks the claim against
+  what the transport proved) and answers with its own, which the dialer verifies in turn;
+- nothing but a Handshake may arrive before the handshake completed, and a second Handshake is an error;
+- Data on stream ``s`` arrives only on channel ``s + 1``, numbered 0, 1, 2... per stream;
+- after the peer's Close nothing more may arrive.
+Any violation raises `FramingError` (or `AuthenticationError` from `verify`) and the session is failed.
+
+Flow-control credit: a message's bytes are returned to the peer when the application consumes the message
+(`consumed`). Bytes of a frame still incomplete are returned at once while no message of that channel waits to be
+consumed, so a frame larger than the window can complete, yet a reader that stops holds at most one window plus
+one frame.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+import attrs
+
+from . import codec, errors
+from .frames import PROTOCOL_VERSION, Ack, Close, Data, Handshake, Tag
+from .ids import ClientType
+
+__all__ = [
+    "CONTROL_CHANNEL",
+    "CloseReceived",
+    "CreditReturned",
+    "HandshakeCompleted",
+    "MessageReceived",
+    "PeerIdentity",
+    "Session",
+    "SessionState",
+    "Verifier",
+    "channel_for",
+]
+
+CONTROL_CHANNEL = 0
+
+
+def channel_for(stream: int) -> int:
+    """The channel that carries application stream `stream`."""
+    return stream + 1
+
+
+@attrs.frozen
+class PeerIdentity:
+    """Who the peer proved to be."""
+
+    role: ClientType
+    id: int  # party id, or client id
+    session_id: bytes = b""
+    fingerprint: str | None = None
+
+
+Verifier = Callable[[Handshake], PeerIdentity]
+"""Checks a peer's Handshake against what the transport proved; raises `AuthenticationError` on a mismatch."""
+
+
+class SessionState(enum.Enum):
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    CLOSED = "closed"  # both sides sent Close, or we did and the peer is gone
+    FAILED = "failed"
+
+
+@attrs.frozen
+class HandshakeCompleted:
+    peer: PeerIdentity
+
+
+@attrs.frozen
+class MessageReceived:
+    """An application message; hand `credit` to `Session.consumed` once the application took it."""
+
+    stream: int
+    seq: int
+    tag: Tag | None
+    payload: bytes
+    credit: int
+
+
+@attrs.frozen
+class CloseReceived:
+    reason: str
+
+
+@attrs.frozen
+class CreditReturned:
+    """Bytes of `channel` consumed inside the session (control frames, partial frames): return them now."""
+
+    channel: int
+    amount: int
+
+
+Event = HandshakeCompleted | MessageReceived | CloseReceived | CreditReturned
+
+
+class _Channel:
+    __slots__ = ("decoder", "held", "partial_returned", "recv_seq")
+
+    def __init__(self, max_frame_size: int) -> None:
+        self.decoder = codec.FrameDecoder(max_frame_size)
+        self.held = 0  # messages delivered and not yet consumed
+        self.partial_returned = 0  # bytes of the incomplete frame already returned as credit
+        self.recv_seq = 0
+
+
+class Session:
+    """One end of one authenticated peer connection."""
+
+    def __init__(
+        self,
+        *,
+        role: ClientType,
+        local_id: int | None,
+        dialer: bool,
+        verify: Verifier,
+        session_id: bytes = b"",
+        nonce: bytes = b"",
+        max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self.role = role
+        self.local_id = local_id
+        self.dialer = dialer
+        self.state = SessionState.HANDSHAKING
+        self.peer: PeerIdentity | None = None
+        self.sent_close = False
+        self.received_close = False
+        self._verify = verify
+        self._handshake = Handshake(role.value, local_id, PROTOCOL_VERSION, session_id, nonce)
+        self._max_frame_size = max_frame_size
+        self._channels: dict[int, _Channel] = {}
+        self._send_seq: dict[int, int] = {}
+        self._outgoing: list[tuple[int, bytes]] = []
+
+    # -- outgoing ------------------------------------------------------------------------------------------------
+    def initiate(self) -> None:
+        """The dialer queues its Handshake; call once, right after the connection is up."""
+        if not self.dialer or self.state is not SessionState.HANDSHAKING:
+            raise errors.InvalidState("only a dialer in the handshaking state initiates", state=self.state)
+        self._outgoing.append((CONTROL_CHANNEL, codec.encode(self._handshake)))
+
+    def data_to_send(self) -> list[tuple[int, bytes]]:
+        """Control frames queued by the session, as ``(channel, frame)``; write them in order."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def max_payload(self) -> int:
+        """The largest payload whose frame fits in the maximum frame size (tag and seq at their largest)."""
+        return self._max_frame_size - 40
+
+    def send_data(self, stream: int, payload: bytes | bytearray | memoryview, tag: Tag | None = None) -> bytes:
+        """Frame one application message for channel ``stream + 1``; raises `InvalidState` unless open."""
+        if self.state is not SessionState.OPEN or self.sent_close:
+            raise errors.InvalidState(f"cannot send: session is {self.state.value}", state=self.state)
+        seq = self._send_seq.get(stream, 0)
+        frame = codec.encode_data(stream, seq, tag, payload)
+        if len(frame) - codec.HEADER_SIZE > self._max_frame_size:
+            raise errors.SendError(
+                f"message of {len(payload)} bytes exceeds the maximum frame size {self._max_frame_size}"
+            )
+        self._send_seq[stream] = seq + 1
+        return frame
+
+    def close(self, reason: str = "") -> None:
+        """Queue our Close; nothing more may be sent afterwards."""
+        if self.sent_close or self.state in (SessionState.FAILED, SessionState.CLOSED):
+            return
+        self.sent_close = True
+        self._outgoing.append((CONTROL_CHANNEL, codec.encode(Close(reason))))
+        if self.received_close:
+            self.state = SessionState.CLOSED
+
+    def fail(self) -> None:
+        """The connection broke; the session accepts nothing more."""
+        self.state = SessionState.FAILED
+
+    # -- incoming ------------------------------------------------------------------------------------------------
+    def receive_data(self, channel: int, data: bytes) -> list[Event]:
+        """Bytes arrived on `channel`; returns events, raises `FramingError`/`AuthenticationError` on a fault."""
+        if self.state is SessionState.FAILED:
+            raise errors.InvalidState("session has failed", state=self.state)
+        ch = self._channels.get(channel)
+        if ch is None:
+            ch = self._channels[channel] = _Channel(self._max_frame_size)
+        try:
+            return self._receive(channel, ch, data)
+        except (errors.FramingError, errors.AuthenticationError):
+            self.state = SessionState.FAILED
+            raise
+
+    def _receive(self, channel: int, ch: _Channel, data: bytes) -> list[Event]:
+        events: list[Event] = []
+        already = ch.partial_returned
+        immediate = 0
+        frames = ch.decoder.feed(data)
+        if frames:
+            ch.partial_returned = 0
+        for i, (envelope, size) in enumerate(frames):
+            credit = size - already if i == 0 else size
+            if type(envelope) is Data:
+                if self.state is not SessionState.OPEN:
+                    raise errors.FramingError("data frame before the handshake completed")
+                if self.received_close:
+                    raise errors.FramingError("data frame after the peer's Close")
+                if channel != envelope.stream + 1:
+                    raise errors.FramingError(f"Data for stream {envelope.stream} arrived on channel {channel}")
+                if envelope.seq != ch.recv_seq:
+                    raise errors.FramingError(
+                        f"stream {envelope.stream}: expected sequence number {ch.recv_seq}, got {envelope.seq}"
+                    )
+                ch.recv_seq += 1
+                ch.held += 1
+                events.append(MessageReceived(envelope.stream, envelope.seq, envelope.tag, envelope.payload, credit))
+                continue
+            immediate += credit
+            if channel != CONTROL_CHANNEL:
+                raise errors.FramingError(f"control envelope {type(envelope).__name__} on data channel {channel}")
+            if type(envelope) is Handshake:
+                events.append(self._on_handshake(envelope))
+            elif self.state is not SessionState.OPEN:
+                raise errors.FramingError(f"{type(envelope).__name__} before the handshake completed")
+            elif type(envelope) is Close:
+                if self.received_close:
+                    raise errors.FramingError("a second Close")
+                self.received_close = True
+                if self.sent_close:
+                    self.state = SessionState.CLOSED
+                events.append(CloseReceived(envelope.reason))
+            elif type(envelope) is Ack:
+                pass  # acknowledgements drive resume; without a resend buffer there is nothing to release
+        if ch.held == 0:
+            newly = ch.decoder.buffered - ch.partial_returned
+            if newly > 0:
+                ch.partial_returned += newly
+                immediate += newly
+        if immediate:
+            events.append(CreditReturned(channel, immediate))
+        return events
+
+    def _on_handshake(self, handshake: Handshake) -> HandshakeCompleted:
+        if self.state is not SessionState.HANDSHAKING:
+            raise errors.FramingError("a second Handshake on an open connection")
+        if handshake.version != PROTOCOL_VERSION:
+            raise errors.FramingError(
+                f"peer speaks protocol version {handshake.version}, this side speaks {PROTOCOL_VERSION}"
+            )
+        peer = self._verify(handshake)
+        self.peer = peer
+        self.state = SessionState.OPEN
+        if not self.dialer:
+            self._outgoing.append((CONTROL_CHANNEL, codec.encode(self._handshake)))
+        return HandshakeCompleted(peer)
+
+    def consumed(self, channel: int, credit: int) -> int:
+        """The application took a message worth `credit`; returns the bytes of credit to grant the peer now."""
+        ch = self._channels.get(channel)
+        if ch is None:
+            return credit
+        ch.held -= 1
+        if ch.held == 0:
+            newly = ch.decoder.buffered - ch.partial_returned
+            if newly > 0:
+                ch.partial_returned += newly
+                credit += newly
+        return credit
+
+    def eof(self) -> None:
+        """The peer's byte stream ended; raises `FramingError` if it ended inside a frame."""
+        for ch in self._channels.values():
+            ch.decoder.eof()

@@ -1,0 +1,120 @@
+"""Helpers for protocol authors and transport authors: whole networks in one process, and fault switches.
+
+`local_network(n)` gives n connected parties (and optional clients) over any installed transport, with addresses
+on 127.0.0.1 (free ports) for network transports. The conformance suite (`stoffelnet_core.testing.conformance`)
+is built on it; run it against a transport with::
+
+    pytest --pyargs stoffelnet_core.testing.conformance --stoffelnet-transport=<name>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, overload
+
+import attrs
+
+from .. import errors
+from ..config import ClientsConfig, Config
+from ..ids import Address, Node
+from ..network import Client, Network, open_client, open_network
+
+__all__ = ["LocalNetwork", "local_network", "sever"]
+
+_NETWORK_OVERRIDES = frozenset(
+    {"max_frame_size", "receive_window_bytes", "send_buffer_bytes", "timeout_ms", "max_retries", "transport_options"}
+)
+
+
+class LocalNetwork(Sequence[Network]):
+    """The parties of a `local_network` (index them by party id), with its `clients`."""
+
+    def __init__(self, parties: list[Network], clients: list[Client]) -> None:
+        self._parties = parties
+        self.clients = clients
+
+    @overload
+    def __getitem__(self, index: int) -> Network: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Network]: ...
+
+    def __getitem__(self, index: int | slice) -> Network | Sequence[Network]:
+        return self._parties[index]
+
+    def __len__(self) -> int:
+        return len(self._parties)
+
+    def __iter__(self) -> Iterator[Network]:
+        return iter(self._parties)
+
+
+def _addresses(transport: str, n: int) -> list[Address]:
+    if transport == "loopback":
+        host = f"local-{secrets.token_hex(4)}"
+        return [Address(host, 1000 + i) for i in range(n)]
+    return [Address("127.0.0.1", 0) for _ in range(n)]
+
+
+@contextlib.asynccontextmanager
+async def local_network(
+    n: int, transport: str = "loopback", clients: int = 0, **overrides: Any
+) -> AsyncIterator[LocalNetwork]:
+    """Start `n` connected parties (ids 0..n-1) and `clients` clients in this process; close them all on exit.
+
+    `overrides` set config keys for every member (`max_frame_size`, `receive_window_bytes`, `send_buffer_bytes`,
+    `timeout_ms`, `max_retries`, `transport_options`).
+    """
+    unknown = set(overrides) - _NETWORK_OVERRIDES
+    if unknown:
+        raise errors.ConfigError(f"local_network does not take {sorted(unknown)}", key=sorted(unknown)[0])
+    if n < 1:
+        raise errors.ConfigError(f"a network needs at least one party, got {n}", key="n", value=n)
+    addresses = _addresses(transport, n)
+    base = Config(
+        transport=transport,
+        party_id=0,
+        parties=tuple(Node(i, a) for i, a in enumerate(addresses)),
+        **overrides,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        if transport != "loopback" and any(a.port == 0 for a in addresses):
+            base = await _bind_ports(base)
+        configs = [attrs.evolve(base, party_id=i) for i in range(n)]
+        parties = await asyncio.gather(*(stack.enter_async_context(open_network(c)) for c in configs))
+        members = [
+            await stack.enter_async_context(
+                open_client(attrs.evolve(base, party_id=None, client_id=j, clients=ClientsConfig()))
+            )
+            for j in range(clients)
+        ]
+        if clients:
+            await asyncio.gather(*(p.wait_for_clients(clients, timeout=base.timeout) for p in parties))
+        yield LocalNetwork(list(parties), members)
+
+
+async def _bind_ports(config: Config) -> Config:
+    """Give every party a free port on 127.0.0.1 (the OS picks; the socket is released just before use)."""
+    import socket
+
+    nodes = []
+    for node in config.parties:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, socket.socket(
+            socket.AF_INET, socket.SOCK_DGRAM
+        ) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with contextlib.suppress(OSError):
+                udp.bind(("127.0.0.1", port))
+        nodes.append(attrs.evolve(node, address=Address("127.0.0.1", port)))
+    del os
+    return attrs.evolve(config, parties=tuple(nodes))
+
+
+def sever(net: Network | Client, party: int) -> None:
+    """Cut the connection to `party` as an unexpected loss (no Close, unsent bytes dropped), on both ends."""
+    net.connection(party)._pipe.abort()

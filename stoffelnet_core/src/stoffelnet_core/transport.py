@@ -1,0 +1,152 @@
+"""The transport plugin interface: what a transport implements, and what core gives it.
+
+A transport only moves bytes. It dials and listens, runs TLS where it has it, and hands core a `BytePipe`: one
+ordered, reliable byte pipe per connection, with what the transport proved about the peer in `LinkInfo`. Framing,
+streams (core's multiplexer), handshakes, identity policy, retries, queues and logging setup are core's.
+
+The shape follows asyncio's Transport/Protocol pair because that is what socket transports already have: core's
+`PipeReceiver` is called with the bytes, the transport's `BytePipe` is written to. Callbacks run on the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Protocol
+
+import attrs
+
+from .ids import Address, ClientType
+
+__all__ = [
+    "PLUGIN_API_VERSION",
+    "BytePipe",
+    "Credentials",
+    "LinkInfo",
+    "Listener",
+    "PipeReceiver",
+    "Transport",
+    "TransportContext",
+]
+
+PLUGIN_API_VERSION = 1
+"""Version of this interface; a plugin declaring another major version is listed as broken, never loaded."""
+
+
+@attrs.frozen
+class LinkInfo:
+    """What the transport proved about one connection (typed, instead of ``get_extra_info("...")`` strings)."""
+
+    transport: str
+    remote_address: Address | None = None
+    local_address: Address | None = None
+    peer_certificate: bytes | None = None  # DER of the certificate the peer proved possession of in TLS
+    alpn: str | None = None
+    trusted: bool = False  # True only for in-process transports: the claimed identity is taken as proven
+
+
+class PipeReceiver(Protocol):
+    """Core's side of a byte pipe; the transport calls these on the event loop."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+
+class BytePipe(abc.ABC):
+    """One ordered, reliable byte pipe to a peer (a TCP+TLS connection, an in-memory pair, a Unix socket).
+
+    Until `set_receiver` is called, bytes that arrive are held (bounded by the transport's own read buffer).
+    """
+
+    info: LinkInfo
+
+    @abc.abstractmethod
+    def set_receiver(self, receiver: PipeReceiver) -> None:
+        """Start delivering to `receiver`; anything held so far is delivered first."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes for sending; never blocks. The transport calls `pause_writing` when its buffer is high."""
+
+    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Queue several chunks at once (one system call where the transport can)."""
+        for chunk in chunks:
+            self.write(chunk)
+
+    @abc.abstractmethod
+    def pause_reading(self) -> None:
+        """Stop calling `data_received` until `resume_reading`."""
+
+    @abc.abstractmethod
+    def resume_reading(self) -> None:
+        """Undo `pause_reading`."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush what was written, then close; `connection_lost(None)` follows."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Close at once, dropping unsent bytes; `connection_lost` follows."""
+
+    @abc.abstractmethod
+    def is_closing(self) -> bool:
+        """True once `close` or `abort` was called or the connection ended."""
+
+
+class Listener(abc.ABC):
+    """A listening endpoint; `address` is the bound address (the real port when 0 was asked for)."""
+
+    address: Address
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop accepting; connections already handed to core are not affected."""
+
+
+@attrs.frozen
+class Credentials:
+    """Our certificate and key (PEM files), for transports that run TLS; verification policy stays in core."""
+
+    cert: str
+    key: str
+
+
+@attrs.frozen
+class TransportContext:
+    """What core gives a transport when it creates it."""
+
+    options: Mapping[str, Any] = attrs.field(factory=dict)  # the config's [transport_options.<name>] table
+    credentials: Credentials | None = None
+    connect_timeout: float = 30.0  # seconds, for one dial attempt (core retries)
+
+
+class Transport(abc.ABC):
+    """A way to move bytes between members. Subclasses set `name` and implement `listen` and `dial`.
+
+    Both methods try once and raise: core owns retries, backoff and identity checks. Native errors (OSError,
+    ssl.SSLError) are translated to `errors.InitializationFailed` (with ``from exc``).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, context: TransportContext) -> None:
+        self.context = context
+
+    @abc.abstractmethod
+    async def listen(self, address: Address, on_pipe: Callable[[BytePipe], None]) -> Listener:
+        """Bind `address` and call `on_pipe` for each accepted connection (after TLS, before any data)."""
+
+    @abc.abstractmethod
+    async def dial(self, address: Address, *, role: ClientType) -> BytePipe:
+        """Connect once to `address`, within `context.connect_timeout`, announcing `role` (e.g. by ALPN)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
+        """Release transport-wide resources (shared sockets, engines); the default has none."""
