@@ -8,6 +8,7 @@ buffered for it; anything that is not a well-formed envelope raises `FramingErro
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import cbor2
@@ -21,6 +22,7 @@ __all__ = [
     "FrameDecoder",
     "decode_body",
     "encode",
+    "check_tag",
     "encode_data",
 ]
 
@@ -29,13 +31,22 @@ DEFAULT_MAX_FRAME_SIZE = 100 * 1024 * 1024  # the seed's 100 MiB: room for a ful
 _MAX_U32 = 0xFFFFFFFF
 _MAX_U64 = 0xFFFFFFFFFFFFFFFF
 
+_MIN_TAG = -(2**64)  # int tags are CBOR's native integers; bignums are refused
 _DATA = int(Kind.DATA)
 _dumps = cbor2.dumps
 _loads = cbor2.loads
 
 
+def check_tag(tag: object) -> None:
+    """Raise `ValueError` unless `tag` is None, bytes, or an int in ``-2**64 .. 2**64-1``."""
+    if tag is not None and type(tag) is not bytes and not (type(tag) is int and _MIN_TAG <= tag <= _MAX_U64):
+        raise ValueError(f"a tag must be an int in -2**64..2**64-1 or bytes, got {_show(tag)}")
+
+
 def encode_data(stream: int, seq: int, tag: Tag | None, payload: bytes | bytearray | memoryview) -> bytes:
     """Frame one data message; the hot path, so it skips building a `Data` object."""
+    if type(payload) is memoryview:
+        payload = payload.tobytes()  # cbor2 would write a memoryview as an array of integers
     body = _dumps([_DATA, stream, seq, tag, payload])
     return len(body).to_bytes(4, "big") + body
 
@@ -64,10 +75,37 @@ def encode(envelope: Envelope) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
+def _show(value: object) -> str:
+    """A short description of a bad value (never the repr of a huge bignum, which itself can raise)."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        return f"{value!r:.80}"
+    except Exception:
+        return type(value).__name__
+
+
 def _uint(value: object, name: str, limit: int) -> int:
     if type(value) is not int or not 0 <= value <= limit:
-        raise errors.FramingError(f"envelope field {name} must be an integer in 0..{limit}, got {value!r:.80}")
+        raise errors.FramingError(f"envelope field {name} must be an integer in 0..{limit}, got {_show(value)}")
     return value
+
+
+def _head_len(n: int) -> int:
+    """Bytes of a CBOR head carrying the unsigned number `n` in its shortest form."""
+    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
+
+
+def _data_len(stream: int, seq: int, tag: object, payload: bytes) -> int:
+    """Length of a Data envelope in shortest-form CBOR; a body of another length had trailing or padded bytes."""
+    if tag is None:
+        tag_len = 1
+    elif type(tag) is bytes:
+        tag_len = _head_len(len(tag)) + len(tag)
+    else:
+        assert type(tag) is int
+        tag_len = _head_len(tag if tag >= 0 else -1 - tag)
+    return 2 + _head_len(stream) + _head_len(seq) + tag_len + _head_len(len(payload)) + len(payload)
 
 
 def _bytes(value: object, name: str) -> bytes:
@@ -76,7 +114,7 @@ def _bytes(value: object, name: str) -> bytes:
     return value
 
 
-def _decode_fields(fields: object) -> Envelope:
+def _decode_fields(fields: object, size: int, body: bytes | bytearray | memoryview) -> Envelope:
     if type(fields) is not list or not fields:
         raise errors.FramingError(f"an envelope must be a non-empty CBOR array, got {type(fields).__name__}")
     kind = fields[0]
@@ -85,14 +123,19 @@ def _decode_fields(fields: object) -> Envelope:
         if n != 5:
             raise errors.FramingError(f"a Data envelope has 5 fields, got {n}")
         tag = fields[3]
-        if tag is not None and type(tag) is not bytes and type(tag) is not int:
-            raise errors.FramingError(f"a tag must be an int, bytes or null, got {type(tag).__name__}")
-        return Data(
+        if tag is not None and type(tag) is not bytes and not (type(tag) is int and _MIN_TAG <= tag <= _MAX_U64):
+            raise errors.FramingError(f"a tag must be an int in -2**64..2**64-1, bytes or null, got {_show(tag)}")
+        envelope = Data(
             _uint(fields[1], "stream", _MAX_U32),
             _uint(fields[2], "seq", _MAX_U64),
             tag,
             _bytes(fields[4], "payload"),
         )
+        if size != _data_len(envelope.stream, envelope.seq, tag, envelope.payload):
+            raise errors.FramingError("a Data envelope must be one item in shortest-form CBOR, with nothing after it")
+        return envelope
+    if type(kind) is int and kind != _DATA:
+        _check_single_item(body)
     if kind == Kind.HANDSHAKE and type(kind) is int:
         if n != 6:
             raise errors.FramingError(f"a Handshake envelope has 6 fields, got {n}")
@@ -116,18 +159,27 @@ def _decode_fields(fields: object) -> Envelope:
         if n != 2 or type(fields[1]) is not str:
             raise errors.FramingError("a Close envelope has 2 fields: kind and a reason string")
         return Close(fields[1])
-    raise errors.FramingError(f"unknown envelope kind {kind!r:.40}")
+    raise errors.FramingError(f"unknown envelope kind {_show(kind)}")
+
+
+def _check_single_item(body: bytes | bytearray | memoryview) -> None:
+    """Control envelopes are rare: decode again with a decoder that tells where the item ended."""
+    fp = io.BytesIO(body)
+    try:
+        cbor2.CBORDecoder(fp).decode()
+    except Exception as exc:
+        raise errors.FramingError(f"malformed CBOR in envelope: {exc}") from exc
+    if fp.tell() != len(body):
+        raise errors.FramingError(f"{len(body) - fp.tell()} trailing bytes after the envelope")
 
 
 def decode_body(body: bytes | bytearray | memoryview) -> Envelope:
     """Decode one frame body (without its length prefix) into an envelope."""
     try:
         fields = _loads(body)
-    except errors.FramingError:
-        raise
     except Exception as exc:  # cbor2 raises several types (and RecursionError, OverflowError...) on bad input
-        raise errors.FramingError(f"malformed CBOR in envelope: {exc}") from exc
-    return _decode_fields(fields)
+        raise errors.FramingError(f"malformed CBOR in envelope: {_show(exc)}") from exc
+    return _decode_fields(fields, len(body), body)
 
 
 class FrameDecoder:

@@ -9,7 +9,6 @@ control credit they hold until taken.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 from .frames import Tag
@@ -17,7 +16,7 @@ from .frames import Tag
 __all__ = ["Inbox"]
 
 T = TypeVar("T")
-_Key = tuple[Hashable, int]
+_Key = tuple[int, int]
 
 
 class Inbox(Generic[T]):
@@ -25,14 +24,14 @@ class Inbox(Generic[T]):
 
     def __init__(self) -> None:
         self._untagged: dict[_Key, deque[T]] = {}
-        self._tagged: dict[tuple[Hashable, int, Tag], deque[T]] = {}
+        self._tagged: dict[tuple[int, int, Tag], deque[T]] = {}
         # Arrival order per stream: one token per untagged item. A token whose item was taken by `pop_from`
         # is stale; `_stale` counts those per (sender, stream), and they are skipped (and compacted) lazily.
-        self._arrivals: dict[int, deque[Hashable]] = {}
+        self._arrivals: dict[int, deque[int]] = {}
         self._stale: dict[_Key, int] = {}
         self._stale_total: dict[int, int] = {}
 
-    def push(self, sender: Hashable, stream: int, tag: Tag | None, item: T) -> None:
+    def push(self, sender: int, stream: int, tag: Tag | None, item: T) -> None:
         if tag is None:
             key = (sender, stream)
             queue = self._untagged.get(key)
@@ -50,7 +49,7 @@ class Inbox(Generic[T]):
                 tqueue = self._tagged[tkey] = deque()
             tqueue.append(item)
 
-    def pop_any(self, stream: int) -> tuple[Hashable, T] | None:
+    def pop_any(self, stream: int) -> tuple[int, T] | None:
         """The oldest untagged item on `stream` from any sender."""
         arrivals = self._arrivals.get(stream)
         while arrivals:
@@ -64,7 +63,7 @@ class Inbox(Generic[T]):
             return sender, self._untagged[key].popleft()
         return None
 
-    def pop_from(self, sender: Hashable, stream: int, tag: Tag | None = None) -> T | None:
+    def pop_from(self, sender: int, stream: int, tag: Tag | None = None) -> T | None:
         """The oldest item from `sender` on `stream`: untagged when `tag` is None, else with that tag."""
         if tag is not None:
             tkey = (sender, stream, tag)
@@ -87,7 +86,7 @@ class Inbox(Generic[T]):
 
     def _compact(self, stream: int) -> None:
         """Drop stale tokens, keeping each sender's oldest tokens stale-first (they stand for taken items)."""
-        kept: deque[Hashable] = deque()
+        kept: deque[int] = deque()
         for sender in self._arrivals[stream]:
             key = (sender, stream)
             stale = self._stale.get(key)
@@ -98,12 +97,12 @@ class Inbox(Generic[T]):
         self._arrivals[stream] = kept
         self._stale_total[stream] = 0
 
-    def count(self, sender: Hashable, stream: int) -> int:
+    def count(self, sender: int, stream: int) -> int:
         """Untagged items waiting from `sender` on `stream`."""
         queue = self._untagged.get((sender, stream))
         return len(queue) if queue else 0
 
-    def drain_sender(self, sender: Hashable) -> list[T]:
+    def drain_sender(self, sender: int) -> list[T]:
         """Remove and return every item from `sender` (for a peer whose messages will never be read)."""
         items: list[T] = []
         for key in [k for k in self._untagged if k[0] == sender]:

@@ -169,8 +169,14 @@ class _Member:
             return errors.StreamClosed(f"{what} {sender} closed the connection", peer=sender)
         return None
 
-    async def _receive_any(self, kind: str, stream: int, timeout: float | None) -> tuple[Hashable, bytes]:
+    async def _receive_any(self, kind: str, stream: int, timeout: float | None) -> tuple[int, bytes]:
         inbox = self._inboxes[kind]
+        if not self._closed:  # fast path: a message is waiting, no timer needed
+            found = inbox.pop_any(stream)
+            if found is not None:
+                sender, (payload, credit, source) = found
+                source.consumed(stream, credit)
+                return sender, payload
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -187,6 +193,12 @@ class _Member:
         self, kind: str, sender: int, stream: int, tag: Tag | None, timeout: float | None
     ) -> bytes:
         inbox = self._inboxes[kind]
+        if not self._closed:  # fast path: a message is waiting, no timer needed
+            item = inbox.pop_from(sender, stream, tag)
+            if item is not None:
+                payload, credit, source = item
+                source.consumed(stream, credit)
+                return payload
         table = self._parties if kind == _PARTY else self._clients
         try:
             async with asyncio.timeout(timeout):
@@ -212,6 +224,9 @@ class _Member:
         timeout: float | None,
     ) -> None:
         self._check_open()
+        if timeout is None and len(data) <= conn.max_payload():
+            await conn.send(data, stream=stream, tag=tag)  # fast path: no timer
+            return
         if len(data) > conn.max_payload():
             raise errors.SendError(
                 f"message of {len(data)} bytes exceeds the maximum of {conn.max_payload()} bytes "
@@ -395,11 +410,14 @@ class Network(_Member):
         Waits while that stream's buffer is full (backpressure). Raises `PartyNotFound`, `SendError` (too large),
         `Timeout`, `InvalidState` (closed), or the connection's error (`ConnectionLost`).
         """
-        self._check_party(party)
-        if party == self._me:
-            await self._send_self(data, stream, tag, timeout)
-            return
-        await self._send_on(self._party_conn(party), data, stream, tag, timeout)
+        conn = self._parties.get(party) if party != self._me else None
+        if conn is None:
+            self._check_party(party)
+            if party == self._me:
+                await self._send_self(data, stream, tag, timeout)
+                return
+            conn = self._party_conn(party)
+        await self._send_on(conn, data, stream, tag, timeout)
 
     async def broadcast(
         self, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None,
@@ -457,7 +475,7 @@ class Network(_Member):
     async def receive(self, *, stream: int = 0, timeout: float | None = None) -> tuple[PartyId, bytes]:
         """The next untagged message on `stream` from any party (itself included), as ``(sender, data)``."""
         sender, data = await self._receive_any(_PARTY, stream, timeout)
-        return PartyId(int(sender)), data  # type: ignore[call-overload]
+        return PartyId(sender), data
 
     async def receive_from(
         self, party: int, *, stream: int = 0, tag: Tag | None = None, timeout: float | None = None
@@ -467,7 +485,8 @@ class Network(_Member):
         Raises `PartyNotFound`, `Timeout`, `StreamClosed` (the party closed and everything it sent was taken) or
         `ConnectionLost` naming the party.
         """
-        self._check_party(party)
+        if party not in self._parties and party != self._me:
+            self._check_party(party)
         return await self._receive_one(_PARTY, party, stream, tag, timeout)
 
     async def receive_from_client(
@@ -476,7 +495,7 @@ class Network(_Member):
         """The next message from `client`, or from any client when None, as ``(client_id, data)``."""
         if client is None:
             sender, data = await self._receive_any(_CLIENT, stream, timeout)
-            return ClientId(int(sender)), data  # type: ignore[call-overload]
+            return ClientId(sender), data
         return ClientId(client), await self._receive_one(_CLIENT, client, stream, None, timeout)
 
     async def wait_for_clients(self, count: int, *, timeout: float | None = None) -> list[ClientId]:
@@ -598,7 +617,7 @@ class Client(_Member):
     async def receive(self, *, stream: int = 0, timeout: float | None = None) -> tuple[PartyId, bytes]:
         """The next message from any party, as ``(party, data)``."""
         sender, data = await self._receive_any(_PARTY, stream, timeout)
-        return PartyId(int(sender)), data  # type: ignore[call-overload]
+        return PartyId(sender), data
 
     async def receive_from(self, party: int, *, stream: int = 0, timeout: float | None = None) -> bytes:
         self._check_party(party)

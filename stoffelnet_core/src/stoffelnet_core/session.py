@@ -160,6 +160,11 @@ class Session:
         """Frame one application message for channel ``stream + 1``; raises `InvalidState` unless open."""
         if self.state is not SessionState.OPEN or self.sent_close:
             raise errors.InvalidState(f"cannot send: session is {self.state.value}", state=self.state)
+        if tag is not None:
+            try:
+                codec.check_tag(tag)
+            except ValueError as exc:
+                raise errors.SendError(str(exc)) from None
         seq = self._send_seq.get(stream, 0)
         frame = codec.encode_data(stream, seq, tag, payload)
         if len(frame) - codec.HEADER_SIZE > self._max_frame_size:
