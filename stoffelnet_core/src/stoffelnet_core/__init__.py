@@ -18,7 +18,15 @@ from .hookspecs import hookimpl
 from .ids import Address, ClientId, ClientType, Node, PartyId, parse_address
 from .network import Client, Network, NetworkStats, PeerStats, open_client, open_network
 from .peer import ConnectionState, PeerConnection
-from .transport import PLUGIN_API_VERSION, BytePipe, LinkInfo, Listener, PipeReceiver, Transport, TransportContext
+from .transport import (
+    PLUGIN_API_VERSION,
+    BytePipe,
+    LinkInfo,
+    Listener,
+    PipeReceiver,
+    Transport,
+    TransportContext,
+)
 
 __version__ = "0.1.0"
 

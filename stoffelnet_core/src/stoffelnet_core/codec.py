@@ -20,9 +20,9 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "HEADER_SIZE",
     "FrameDecoder",
+    "check_tag",
     "decode_body",
     "encode",
-    "check_tag",
     "encode_data",
 ]
 

@@ -47,7 +47,12 @@ def _payload(sender: int, round_no: int, size: int) -> bytes:
 
 
 async def run_demo(
-    *, parties: int = 3, clients: int = 2, rounds: int = 100, size: int = 1024, transport: str = "loopback",
+    *,
+    parties: int = 3,
+    clients: int = 2,
+    rounds: int = 100,
+    size: int = 1024,
+    transport: str = "loopback",
     out: TextIO | None = None,
 ) -> DemoResult:
     """Run the exchange and return what was measured and checked."""
@@ -107,7 +112,10 @@ def report(result: DemoResult, out: TextIO = sys.stdout) -> None:
         ("rounds x size", f"{result.rounds} x {result.size} B"),
         ("connection set-up", f"{result.setup_s * 1000:.1f} ms"),
         ("round latency median", f"{statistics.median(lat) * 1000:.3f} ms" if lat else "-"),
-        ("round latency p99", f"{lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000:.3f} ms" if lat else "-"),
+        (
+            "round latency p99",
+            f"{lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000:.3f} ms" if lat else "-",
+        ),
         ("rounds/s", f"{len(lat) / total:.0f}" if total else "-"),
         ("bytes sent per party", f"{result.rounds * result.size * result.parties}"),
         ("messages checked", str(result.messages)),

@@ -73,7 +73,7 @@ class ClientNotFound(NetworkError, LookupError):
 
 
 # -- connection level (the seed's ConnectionError kinds) ----------------------------------------------------------
-class ConnectionError(StoffelnetError):  # noqa: A001 - the seed's name; see the module docstring
+class ConnectionError(StoffelnetError):
     """A single peer connection failed; `peer` names the party or client when known."""
 
     def __init__(self, message: str, *, peer: Any = None) -> None:

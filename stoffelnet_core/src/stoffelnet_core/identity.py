@@ -61,7 +61,8 @@ def verify_peer(handshake: Handshake, info: LinkInfo, expect: Expectation) -> Pe
             raise errors.AuthenticationError(f"a client (claimed id {claimed}) cannot connect here", peer=claimed)
         if expect.client_count is not None and not 0 <= claimed < expect.client_count:
             raise errors.AuthenticationError(
-                f"client claimed id {claimed}, but only {expect.client_count} clients are allowed", peer=claimed
+                f"client claimed id {claimed}, but only {expect.client_count} clients are allowed",
+                peer=claimed,
             )
     if not info.trusted:
         raise errors.AuthenticationError(

@@ -16,101 +16,124 @@ from .frames import Tag
 __all__ = ["Inbox"]
 
 T = TypeVar("T")
-_Key = tuple[int, int]
+
+_COMPACT_AFTER = 64  # stale arrival tokens tolerated before compacting (amortised O(1) per message)
+
+
+class _Stream(Generic[T]):
+    """Arrival order on one stream: one token (the sender's queue) per untagged item.
+
+    A token whose item was taken by `pop_from` is stale; each queue counts its own stale tokens, which are always
+    its oldest ones, so they are skipped lazily and compacted once they are many.
+    """
+
+    __slots__ = ("arrivals", "stale")
+
+    def __init__(self) -> None:
+        self.arrivals: deque[_Queue[T]] = deque()
+        self.stale = 0
+
+
+class _Queue(Generic[T]):
+    __slots__ = ("items", "sender", "stale", "stream")
+
+    def __init__(self, sender: int, stream: _Stream[T]) -> None:
+        self.items: deque[T] = deque()
+        self.sender = sender
+        self.stream = stream
+        self.stale = 0
 
 
 class Inbox(Generic[T]):
     """Queues of received items, keyed by sender and stream (and tag)."""
 
     def __init__(self) -> None:
-        self._untagged: dict[_Key, deque[T]] = {}
+        self._queues: dict[tuple[int, int], _Queue[T]] = {}
+        self._streams: dict[int, _Stream[T]] = {}
         self._tagged: dict[tuple[int, int, Tag], deque[T]] = {}
-        # Arrival order per stream: one token per untagged item. A token whose item was taken by `pop_from`
-        # is stale; `_stale` counts those per (sender, stream), and they are skipped (and compacted) lazily.
-        self._arrivals: dict[int, deque[int]] = {}
-        self._stale: dict[_Key, int] = {}
-        self._stale_total: dict[int, int] = {}
+
+    def _queue(self, sender: int, stream: int) -> _Queue[T]:
+        st = self._streams.get(stream)
+        if st is None:
+            st = self._streams[stream] = _Stream()
+        q = self._queues[(sender, stream)] = _Queue(sender, st)
+        return q
 
     def push(self, sender: int, stream: int, tag: Tag | None, item: T) -> None:
         if tag is None:
-            key = (sender, stream)
-            queue = self._untagged.get(key)
-            if queue is None:
-                queue = self._untagged[key] = deque()
-            queue.append(item)
-            arrivals = self._arrivals.get(stream)
-            if arrivals is None:
-                arrivals = self._arrivals[stream] = deque()
-            arrivals.append(sender)
-        else:
-            tkey = (sender, stream, tag)
-            tqueue = self._tagged.get(tkey)
-            if tqueue is None:
-                tqueue = self._tagged[tkey] = deque()
-            tqueue.append(item)
+            q = self._queues.get((sender, stream))
+            if q is None:
+                q = self._queue(sender, stream)
+            q.items.append(item)
+            q.stream.arrivals.append(q)
+            return
+        tkey = (sender, stream, tag)
+        tqueue = self._tagged.get(tkey)
+        if tqueue is None:
+            tqueue = self._tagged[tkey] = deque()
+        tqueue.append(item)
 
     def pop_any(self, stream: int) -> tuple[int, T] | None:
         """The oldest untagged item on `stream` from any sender."""
-        arrivals = self._arrivals.get(stream)
+        st = self._streams.get(stream)
+        if st is None:
+            return None
+        arrivals = st.arrivals
         while arrivals:
-            sender = arrivals.popleft()
-            key = (sender, stream)
-            stale = self._stale.get(key)
-            if stale:
-                self._stale[key] = stale - 1
-                self._stale_total[stream] -= 1
+            q = arrivals.popleft()
+            if q.stale:
+                q.stale -= 1
+                st.stale -= 1
                 continue
-            return sender, self._untagged[key].popleft()
+            return q.sender, q.items.popleft()
         return None
 
     def pop_from(self, sender: int, stream: int, tag: Tag | None = None) -> T | None:
         """The oldest item from `sender` on `stream`: untagged when `tag` is None, else with that tag."""
-        if tag is not None:
-            tkey = (sender, stream, tag)
-            tqueue = self._tagged.get(tkey)
-            if not tqueue:
+        if tag is None:
+            q = self._queues.get((sender, stream))
+            if q is None or not q.items:
                 return None
-            item = tqueue.popleft()
-            if not tqueue:
-                del self._tagged[tkey]
-            return item
-        key = (sender, stream)
-        queue = self._untagged.get(key)
-        if not queue:
+            q.stale += 1
+            st = q.stream
+            st.stale += 1
+            if st.stale > _COMPACT_AFTER and st.stale * 2 > len(st.arrivals):
+                self._compact(st)
+            return q.items.popleft()
+        tkey = (sender, stream, tag)
+        tqueue = self._tagged.get(tkey)
+        if not tqueue:
             return None
-        self._stale[key] = self._stale.get(key, 0) + 1
-        total = self._stale_total[stream] = self._stale_total.get(stream, 0) + 1
-        if total > 64 and total * 2 > len(self._arrivals[stream]):
-            self._compact(stream)
-        return queue.popleft()
+        item = tqueue.popleft()
+        if not tqueue:
+            del self._tagged[tkey]
+        return item
 
-    def _compact(self, stream: int) -> None:
-        """Drop stale tokens, keeping each sender's oldest tokens stale-first (they stand for taken items)."""
-        kept: deque[int] = deque()
-        for sender in self._arrivals[stream]:
-            key = (sender, stream)
-            stale = self._stale.get(key)
-            if stale:
-                self._stale[key] = stale - 1
+    @staticmethod
+    def _compact(st: _Stream[T]) -> None:
+        kept: deque[_Queue[T]] = deque()
+        for q in st.arrivals:
+            if q.stale:
+                q.stale -= 1
             else:
-                kept.append(sender)
-        self._arrivals[stream] = kept
-        self._stale_total[stream] = 0
+                kept.append(q)
+        st.arrivals = kept
+        st.stale = 0
 
     def count(self, sender: int, stream: int) -> int:
         """Untagged items waiting from `sender` on `stream`."""
-        queue = self._untagged.get((sender, stream))
-        return len(queue) if queue else 0
+        q = self._queues.get((sender, stream))
+        return len(q.items) if q is not None else 0
 
     def drain_sender(self, sender: int) -> list[T]:
         """Remove and return every item from `sender` (for a peer whose messages will never be read)."""
         items: list[T] = []
-        for key in [k for k in self._untagged if k[0] == sender]:
-            items.extend(self._untagged.pop(key))
-            self._stale.pop(key, None)
+        for key in [k for k in self._queues if k[0] == sender]:
+            q = self._queues.pop(key)
+            items.extend(q.items)
+            st = q.stream
+            st.arrivals = deque(x for x in st.arrivals if x is not q)
+            st.stale -= q.stale
         for tkey in [k for k in self._tagged if k[0] == sender]:
             items.extend(self._tagged.pop(tkey))
-        for stream, arrivals in self._arrivals.items():
-            self._arrivals[stream] = deque(s for s in arrivals if s != sender)
-            self._stale_total[stream] = sum(n for (s, st), n in self._stale.items() if st == stream)
         return items

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Hashable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import attrs
@@ -74,10 +74,11 @@ class _SelfSource:
 
     def consumed(self, stream: int, credit: int) -> None:
         self.held[stream] -= credit
-        waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        if self.waiters:
+            waiters, self.waiters = self.waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
 
 class _Member:
@@ -104,7 +105,8 @@ class _Member:
         old = table.get(peer.id)
         if old is not None and old is not conn and old.state is ConnectionState.CONNECTED:
             raise errors.AuthenticationError(
-                f"{peer.role.value} {peer.id} is already connected; refusing a second connection", peer=peer.id
+                f"{peer.role.value} {peer.id} is already connected; refusing a second connection",
+                peer=peer.id,
             )
         table[peer.id] = conn
         self._wake()
@@ -159,7 +161,9 @@ class _Member:
         source.consumed(stream, credit)
         return payload
 
-    def _dead_sender_error(self, table: dict[int, PeerConnection], sender: int, what: str) -> errors.StoffelnetError | None:
+    def _dead_sender_error(
+        self, table: dict[int, PeerConnection], sender: int, what: str
+    ) -> errors.StoffelnetError | None:
         conn = table.get(sender)
         if conn is None:
             return None
@@ -189,9 +193,7 @@ class _Member:
         except TimeoutError:
             raise errors.Timeout(f"no message on stream {stream} within {timeout}s", timeout=timeout) from None
 
-    async def _receive_one(
-        self, kind: str, sender: int, stream: int, tag: Tag | None, timeout: float | None
-    ) -> bytes:
+    async def _receive_one(self, kind: str, sender: int, stream: int, tag: Tag | None, timeout: float | None) -> bytes:
         inbox = self._inboxes[kind]
         if not self._closed:  # fast path: a message is waiting, no timer needed
             item = inbox.pop_from(sender, stream, tag)
@@ -220,7 +222,11 @@ class _Member:
             ) from None
 
     async def _send_on(
-        self, conn: PeerConnection, data: bytes | bytearray | memoryview, stream: int, tag: Tag | None,
+        self,
+        conn: PeerConnection,
+        data: bytes | bytearray | memoryview,
+        stream: int,
+        tag: Tag | None,
         timeout: float | None,
     ) -> None:
         self._check_open()
@@ -290,8 +296,14 @@ class _Member:
                 pipe = await self._transport.dial(node.address, role=role)
             except (errors.InitializationFailed, errors.Timeout, OSError) as exc:
                 last = exc
-                log.debug("dial party %d at %s failed (attempt %d/%d): %s", node.id, node.address, attempt + 1,
-                          attempts, exc)
+                log.debug(
+                    "dial party %d at %s failed (attempt %d/%d): %s",
+                    node.id,
+                    node.address,
+                    attempt + 1,
+                    attempts,
+                    exc,
+                )
                 if attempt + 1 < attempts:
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, _BACKOFF_MAX)
@@ -328,8 +340,13 @@ class _Member:
         for pid, conn in sorted(table.items()):
             c = conn.stats
             out[pid] = PeerStats(
-                c.messages_sent, c.bytes_sent, c.messages_received, c.bytes_received,
-                conn.send_buffered(), conn.receive_buffered(), conn.state,
+                c.messages_sent,
+                c.bytes_sent,
+                c.messages_received,
+                c.bytes_received,
+                conn.send_buffered(),
+                conn.receive_buffered(),
+                conn.state,
             )
         return out
 
@@ -344,6 +361,8 @@ class Network(_Member):
         self._me = config.party_id
         self._listener: Listener | None = None
         self._self = _SelfSource(config.send_buffer_bytes + config.receive_window_bytes)
+        self._party_inbox = self._inboxes[_PARTY]
+        self._max_payload = config.max_frame_size - 40
         self._accepting = 0
 
     def _local_identity(self) -> tuple[ClientType, int]:
@@ -362,7 +381,7 @@ class Network(_Member):
     @property
     def max_message_size(self) -> int:
         """The largest payload `send` accepts with this configuration."""
-        return self.config.max_frame_size - 40
+        return self._max_payload
 
     @property
     def listen_address(self) -> Address | None:
@@ -395,14 +414,24 @@ class Network(_Member):
     def stats(self) -> NetworkStats:
         peers = self._peer_stats(self._parties)
         peers[self._me] = PeerStats(
-            self._self.messages, self._self.bytes, self._self.messages, self._self.bytes, 0,
-            sum(self._self.held.values()), ConnectionState.CLOSED if self._closed else ConnectionState.CONNECTED,
+            self._self.messages,
+            self._self.bytes,
+            self._self.messages,
+            self._self.bytes,
+            0,
+            sum(self._self.held.values()),
+            ConnectionState.CLOSED if self._closed else ConnectionState.CONNECTED,
         )
         return NetworkStats(dict(sorted(peers.items())), self._peer_stats(self._clients))
 
     # -- sending ---------------------------------------------------------------------------------------------------
     async def send(
-        self, party: int, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None,
+        self,
+        party: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        stream: int = 0,
+        tag: Tag | None = None,
         timeout: float | None = None,
     ) -> None:
         """Send one message to `party` (itself included); returns once it is accepted into bounded buffers.
@@ -410,7 +439,24 @@ class Network(_Member):
         Waits while that stream's buffer is full (backpressure). Raises `PartyNotFound`, `SendError` (too large),
         `Timeout`, `InvalidState` (closed), or the connection's error (`ConnectionLost`).
         """
+        if party == self._me:
+            src = self._self
+            held = src.held.get(stream, 0)
+            if held < src.limit and timeout is None and tag is None and not self._closed:
+                payload = data if type(data) is bytes else bytes(data)
+                size = len(payload)
+                if size <= self._max_payload:  # fast path: straight into the inbox
+                    src.held[stream] = held + size
+                    src.messages += 1
+                    src.bytes += size
+                    self._party_inbox.push(party, stream, None, (payload, size, src))
+                    if self._waiters:
+                        self._wake()
+                    return
         conn = self._parties.get(party) if party != self._me else None
+        if conn is not None and timeout is None and not self._closed and len(data) <= self._max_payload:
+            await conn.send(data, stream=stream, tag=tag)  # fast path
+            return
         if conn is None:
             self._check_party(party)
             if party == self._me:
@@ -420,7 +466,11 @@ class Network(_Member):
         await self._send_on(conn, data, stream, tag, timeout)
 
     async def broadcast(
-        self, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None,
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        stream: int = 0,
+        tag: Tag | None = None,
         timeout: float | None = None,
     ) -> None:
         """Send one message to every party, this one included."""
@@ -463,7 +513,12 @@ class Network(_Member):
             self._wake()
 
     async def send_to_client(
-        self, client: int, data: bytes | bytearray | memoryview, *, stream: int = 0, timeout: float | None = None
+        self,
+        client: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        stream: int = 0,
+        timeout: float | None = None,
     ) -> None:
         """Send one message to a connected client; raises `ClientNotFound`."""
         conn = self._clients.get(client)
@@ -474,6 +529,12 @@ class Network(_Member):
     # -- receiving -------------------------------------------------------------------------------------------------
     async def receive(self, *, stream: int = 0, timeout: float | None = None) -> tuple[PartyId, bytes]:
         """The next untagged message on `stream` from any party (itself included), as ``(sender, data)``."""
+        if not self._closed:  # fast path: a message is waiting
+            found = self._party_inbox.pop_any(stream)
+            if found is not None:
+                sender, (payload, credit, source) = found
+                source.consumed(stream, credit)
+                return PartyId(sender), payload
         sender, data = await self._receive_any(_PARTY, stream, timeout)
         return PartyId(sender), data
 
@@ -485,6 +546,12 @@ class Network(_Member):
         Raises `PartyNotFound`, `Timeout`, `StreamClosed` (the party closed and everything it sent was taken) or
         `ConnectionLost` naming the party.
         """
+        if not self._closed:  # fast path: a message is waiting
+            item = self._party_inbox.pop_from(party, stream, tag)
+            if item is not None:
+                payload, credit, source = item
+                source.consumed(stream, credit)
+                return payload
         if party not in self._parties and party != self._me:
             self._check_party(party)
         return await self._receive_one(_PARTY, party, stream, tag, timeout)
@@ -535,7 +602,8 @@ class Network(_Member):
 
     def _missing_parties(self) -> list[int]:
         return [
-            n.id for n in self.config.parties
+            n.id
+            for n in self.config.parties
             if n.id != self._me and (n.id not in self._parties or not self._parties[n.id].is_connected())
         ]
 
@@ -556,8 +624,13 @@ class Network(_Member):
         try:
             peer = await conn.handshake(self.config.timeout)
         except errors.StoffelnetError as exc:
-            log.warning("party %d refused a connection from %s: %s: %s", self._me, conn.remote_address,
-                        type(exc).__name__, exc)
+            log.warning(
+                "party %d refused a connection from %s: %s: %s",
+                self._me,
+                conn.remote_address,
+                type(exc).__name__,
+                exc,
+            )
             return
         log.debug("party %d accepted %s %d", self._me, peer.role.value, peer.id)
 
@@ -609,7 +682,12 @@ class Client(_Member):
     get_connection = connection
 
     async def send(
-        self, party: int, data: bytes | bytearray | memoryview, *, stream: int = 0, timeout: float | None = None
+        self,
+        party: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        stream: int = 0,
+        timeout: float | None = None,
     ) -> None:
         """Send one message to `party`."""
         await self._send_on(self._party_conn(party), data, stream, None, timeout)

@@ -116,7 +116,9 @@ class PeerConnection:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(self._handshake)
         except TimeoutError:
-            exc = errors.Timeout(f"handshake with {self.remote_address} timed out after {timeout:.1f}s", timeout=timeout)
+            exc = errors.Timeout(
+                f"handshake with {self.remote_address} timed out after {timeout:.1f}s", timeout=timeout
+            )
             self._fail(exc)
             raise exc from None
         except BaseException:
@@ -128,9 +130,7 @@ class PeerConnection:
     def max_payload(self) -> int:
         return self._session.max_payload()
 
-    async def send(
-        self, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None
-    ) -> None:
+    async def send(self, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None) -> None:
         """Queue one message on `stream`; waits while that stream's queued bytes are over the limit."""
         channel = session.channel_for(stream)
         mx = self._mux
@@ -287,8 +287,12 @@ class PeerConnection:
                         self._send_waiters.append(waiter)
                         await waiter
             except TimeoutError:
-                log.warning("closing %s: %d bytes not flushed within %.1fs", self._peer_label(),
-                            self.send_buffered(), timeout)
+                log.warning(
+                    "closing %s: %d bytes not flushed within %.1fs",
+                    self._peer_label(),
+                    self.send_buffered(),
+                    timeout,
+                )
                 self.abort()
                 return
             if self.state is ConnectionState.CLOSING and not self._pipe.is_closing():
@@ -362,4 +366,3 @@ class _PeerCounters:
         self.bytes_sent = 0
         self.messages_received = 0
         self.bytes_received = 0
-

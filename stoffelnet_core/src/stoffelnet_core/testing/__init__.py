@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, overload
@@ -20,13 +19,20 @@ import attrs
 
 from .. import errors
 from ..config import ClientsConfig, Config
-from ..ids import Address, Node
+from ..ids import Address, Node, PartyId
 from ..network import Client, Network, open_client, open_network
 
 __all__ = ["LocalNetwork", "local_network", "sever"]
 
 _NETWORK_OVERRIDES = frozenset(
-    {"max_frame_size", "receive_window_bytes", "send_buffer_bytes", "timeout_ms", "max_retries", "transport_options"}
+    {
+        "max_frame_size",
+        "receive_window_bytes",
+        "send_buffer_bytes",
+        "timeout_ms",
+        "max_retries",
+        "transport_options",
+    }
 )
 
 
@@ -78,7 +84,7 @@ async def local_network(
     base = Config(
         transport=transport,
         party_id=0,
-        parties=tuple(Node(i, a) for i, a in enumerate(addresses)),
+        parties=tuple(Node(PartyId(i), a) for i, a in enumerate(addresses)),
         **overrides,
     )
     async with contextlib.AsyncExitStack() as stack:
@@ -103,15 +109,15 @@ async def _bind_ports(config: Config) -> Config:
 
     nodes = []
     for node in config.parties:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, socket.socket(
-            socket.AF_INET, socket.SOCK_DGRAM
-        ) as udp:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        ):
             tcp.bind(("127.0.0.1", 0))
             port = tcp.getsockname()[1]
             with contextlib.suppress(OSError):
                 udp.bind(("127.0.0.1", port))
         nodes.append(attrs.evolve(node, address=Address("127.0.0.1", port)))
-    del os
     return attrs.evolve(config, parties=tuple(nodes))
 
 
