@@ -16,7 +16,7 @@ from .errors import StoffelnetError
 from .frames import PROTOCOL_VERSION, Tag
 from .hookspecs import hookimpl
 from .ids import Address, ClientId, ClientType, Node, PartyId, parse_address
-from .network import Client, Network, NetworkStats, PeerStats, open_client, open_network
+from .network import Client, Network, NetworkManager, NetworkStats, PeerStats, open_client, open_network
 from .peer import ConnectionState, PeerConnection
 from .transport import (
     PLUGIN_API_VERSION,
@@ -44,6 +44,7 @@ __all__ = [
     "LinkInfo",
     "Listener",
     "Network",
+    "NetworkManager",
     "NetworkStats",
     "Node",
     "PartyId",

@@ -30,7 +30,7 @@ from .inbox import Inbox
 from .peer import ConnectionState, PeerConnection
 from .transport import BytePipe, Credentials, Listener, Transport, TransportContext
 
-__all__ = ["Client", "Network", "NetworkStats", "PeerStats", "open_client", "open_network"]
+__all__ = ["Client", "Network", "NetworkManager", "NetworkStats", "PeerStats", "open_client", "open_network"]
 
 log = logging.getLogger("stoffelnet.network")
 
@@ -121,6 +121,12 @@ class _Member:
 
     def connection_changed(self, conn: PeerConnection) -> None:
         self._wake()
+
+    async def receive_on(self, conn: PeerConnection, stream: int, tag: Tag | None, timeout: float | None) -> bytes:
+        peer = conn.peer
+        assert peer is not None
+        kind = _PARTY if peer.role is ClientType.SERVER else _CLIENT
+        return await self._receive_one(kind, peer.id, stream, tag, timeout)
 
     def _wake(self) -> None:
         self._changed.set()
@@ -722,6 +728,113 @@ class Client(_Member):
         await self._transport.aclose()
 
     async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class NetworkManager(_Member):
+    """The seed's lower-level API: listen, dial and accept single connections, and look them up.
+
+    Most applications want `Network` (a whole mesh with `receive` across parties); this is for programs that
+    manage connections themselves. Identities are checked exactly as in `Network`.
+    """
+
+    def __init__(self, config: Config, transport: Transport | None = None) -> None:
+        if (config.party_id is None) == (config.client_id is None):
+            raise errors.ConfigError("a NetworkManager needs exactly one of party_id or client_id", key="party_id")
+        super().__init__(config, transport if transport is not None else _make_transport(config))
+        self._listener: Listener | None = None
+        self._accepted: asyncio.Queue[PeerConnection] = asyncio.Queue()
+
+    def _local_identity(self) -> tuple[ClientType, int]:
+        if self.config.party_id is not None:
+            return ClientType.SERVER, self.config.party_id
+        assert self.config.client_id is not None
+        return ClientType.CLIENT, self.config.client_id
+
+    @property
+    def listen_address(self) -> Address | None:
+        return self._listener.address if self._listener is not None else None
+
+    async def listen(self, address: Address | None = None) -> Address:
+        """Bind `address` (default: this party's listen address) and start accepting; returns the bound address."""
+        self._check_open()
+        if address is None:
+            party = self.config.party_id
+            if party is None or self.config.node(party).bind_address is None:
+                raise errors.ConfigError("listen needs an address: this member has none configured", key="parties")
+            address = self.config.node(party).bind_address
+            assert address is not None
+        self._listener = await self._transport.listen(address, self._on_pipe)
+        return self._listener.address
+
+    def _on_pipe(self, pipe: BytePipe) -> None:
+        if self._closed:
+            pipe.abort()
+            return
+        me = self.config.party_id
+        expect = identity.Expectation(
+            party_count=len(self.config.parties),
+            client_count=len(self.config.clients.allow) or None,
+            accept_clients=True,
+            accept_parties_below=me if me is not None else 0,
+        )
+        conn = self._new_connection(pipe, dialer=False, expect=expect)
+        self._spawn(self._accept_one(conn))
+
+    async def _accept_one(self, conn: PeerConnection) -> None:
+        try:
+            await conn.handshake(self.config.timeout)
+        except errors.StoffelnetError as exc:
+            log.warning("refused a connection from %s: %s: %s", conn.remote_address, type(exc).__name__, exc)
+            return
+        self._accepted.put_nowait(conn)
+
+    async def accept(self, *, timeout: float | None = None) -> PeerConnection:
+        """The next authenticated incoming connection (party or client)."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._accepted.get()
+        except TimeoutError:
+            raise errors.Timeout(f"no connection accepted within {timeout}s", timeout=timeout) from None
+
+    async def connect(self, party: int) -> PeerConnection:
+        """Dial `party` as a party (the seed's `connect_as_server`), with retries; returns the connection."""
+        self._check_party(party)
+        return await self._dial(self.config.node(party), self._local_identity()[0])
+
+    connect_as_server = connect
+
+    async def connect_as_client(self, party: int) -> PeerConnection:
+        """Dial `party` as a client."""
+        self._check_party(party)
+        return await self._dial(self.config.node(party), ClientType.CLIENT)
+
+    def get_connection(self, party: int) -> PeerConnection:
+        """The connection to `party`; raises `PartyNotFound` or `ConnectionLost`."""
+        return self._party_conn(party)
+
+    def get_client_connection(self, client: int) -> PeerConnection:
+        conn = self._clients.get(client)
+        if conn is None:
+            raise errors.ClientNotFound(client)
+        return conn
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        await self._close_connections()
+        await self._cancel_tasks()
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> NetworkManager:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

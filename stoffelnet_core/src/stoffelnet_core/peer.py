@@ -39,6 +39,10 @@ class MessageSink(Protocol):
 
     def message_received(self, conn: PeerConnection, event: session.MessageReceived) -> None: ...
 
+    async def receive_on(self, conn: PeerConnection, stream: int, tag: Tag | None, timeout: float | None) -> bytes:
+        """The next message that arrived on `conn` (for `PeerConnection.receive`)."""
+        ...
+
     def connection_changed(self, conn: PeerConnection) -> None: ...
 
 
@@ -153,6 +157,20 @@ class PeerConnection:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
+    async def send_on_stream(self, stream: int, data: bytes | bytearray | memoryview) -> None:
+        """The seed's name for `send` on a given stream."""
+        await self.send(data, stream=stream)
+
+    async def receive(self, *, stream: int = 0, tag: Tag | None = None, timeout: float | None = None) -> bytes:
+        """The next message from this peer on `stream` (the same queue as `Network.receive_from`)."""
+        if self._sink is None or self._session.peer is None:
+            raise errors.InvalidState("connection is not established", state=self.state)
+        return await self._sink.receive_on(self, stream, tag, timeout)
+
+    async def receive_from_stream(self, stream: int, *, timeout: float | None = None) -> bytes:
+        """The seed's name for `receive` on a given stream."""
+        return await self.receive(stream=stream, timeout=timeout)
+
     def _check_sendable(self) -> None:
         if self.state is ConnectionState.CONNECTED and self._session.state is session.SessionState.OPEN:
             if self._session.sent_close:
@@ -238,6 +256,11 @@ class PeerConnection:
                             self._handshake.set_result(sev.peer)
                     elif type(sev) is session.CloseReceived:
                         self._remote_closed(sev.reason)
+                if sess.has_outgoing:
+                    # Control frames (the acceptor's Handshake reply) enter the mux now, before the application
+                    # can queue data: the mux keeps the order in which streams became ready.
+                    for channel, frame in sess.data_to_send():
+                        self._mux.send(channel, frame)
             # CreditAvailable: the flush below sends what the new credit allows
         self._schedule_flush()
 

@@ -147,6 +147,10 @@ class Session:
             raise errors.InvalidState("only a dialer in the handshaking state initiates", state=self.state)
         self._outgoing.append((CONTROL_CHANNEL, codec.encode(self._handshake)))
 
+    @property
+    def has_outgoing(self) -> bool:
+        return bool(self._outgoing)
+
     def data_to_send(self) -> list[tuple[int, bytes]]:
         """Control frames queued by the session, as ``(channel, frame)``; write them in order."""
         out, self._outgoing = self._outgoing, []
