@@ -37,7 +37,8 @@ async def test_manager_connect_accept_and_seed_names() -> None:
         await accepted.send(b"back")
         assert await conn.receive(timeout=5) == b"back"
         await conn.close()
-        assert conn.state is sn.ConnectionState.CLOSED
+        state: sn.ConnectionState = conn.state  # mypy narrowed it above; close() changed it
+        assert state is sn.ConnectionState.CLOSED
         with pytest.raises(errors.StreamClosed):
             await accepted.receive(timeout=5)
 
