@@ -22,6 +22,7 @@ __all__ = [
     "ConnectionLost",
     "FramingError",
     "InitializationFailed",
+    "InvalidArgument",
     "InvalidState",
     "NetworkError",
     "PartyNotFound",
@@ -42,6 +43,10 @@ class StoffelnetError(Exception):
 # -- network level (the seed's NetworkError) ----------------------------------------------------------------------
 class NetworkError(StoffelnetError):
     """A network-level operation (send, receive, lookup) failed."""
+
+
+class InvalidArgument(NetworkError, ValueError):
+    """A local misuse: a bad stream id, tag or payload was passed; nothing was sent or taken."""
 
 
 class SendError(NetworkError):

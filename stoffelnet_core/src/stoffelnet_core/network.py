@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from . import errors, identity, session
+from . import codec, errors, identity, session
 from .config import Config
 from .frames import Tag
 from .ids import Address, ClientId, ClientType, Node, PartyId
@@ -55,6 +55,23 @@ class PeerStats:
 class NetworkStats:
     peers: Mapping[int, PeerStats]
     clients: Mapping[int, PeerStats]
+
+
+MAX_STREAM = 0xFFFFFFFE  # stream s travels on channel s + 1, a 32-bit number
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def _check_args(stream: object, tag: object = None, data: object = b"") -> None:
+    """Raise `InvalidArgument` for a bad stream id, tag or payload, before anything is queued or taken."""
+    if type(stream) is not int or not 0 <= stream <= MAX_STREAM:
+        raise errors.InvalidArgument(f"stream must be an int in 0..{MAX_STREAM}, got {stream!r:.40}")
+    if tag is not None:
+        try:
+            codec.check_tag(tag)
+        except ValueError as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+    if type(data) not in _BYTES_LIKE:
+        raise errors.InvalidArgument(f"data must be bytes, bytearray or memoryview, got {type(data).__name__}")
 
 
 _Item = tuple[bytes, int, Any]  # payload, flow-control credit, source (has .consumed(stream, credit))
@@ -187,6 +204,7 @@ class _Member:
                 sender, (payload, credit, source) = found
                 source.consumed(stream, credit)
                 return sender, payload
+        _check_args(stream)
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -207,6 +225,7 @@ class _Member:
                 payload, credit, source = item
                 source.consumed(stream, credit)
                 return payload
+        _check_args(stream, tag)
         table = self._parties if kind == _PARTY else self._clients
         try:
             async with asyncio.timeout(timeout):
@@ -445,6 +464,8 @@ class Network(_Member):
         Waits while that stream's buffer is full (backpressure). Raises `PartyNotFound`, `SendError` (too large),
         `Timeout`, `InvalidState` (closed), or the connection's error (`ConnectionLost`).
         """
+        if type(stream) is not int or not 0 <= stream <= MAX_STREAM or tag is not None or type(data) is not bytes:
+            _check_args(stream, tag, data)
         if party == self._me:
             src = self._self
             held = src.held.get(stream, 0)
@@ -480,6 +501,7 @@ class Network(_Member):
         timeout: float | None = None,
     ) -> None:
         """Send one message to every party, this one included."""
+        _check_args(stream, tag, data)
         self._check_open()
         if len(data) > self.max_message_size:
             raise errors.SendError(f"message of {len(data)} bytes exceeds the maximum of {self.max_message_size}")
@@ -527,6 +549,7 @@ class Network(_Member):
         timeout: float | None = None,
     ) -> None:
         """Send one message to a connected client; raises `ClientNotFound`."""
+        _check_args(stream, None, data)
         conn = self._clients.get(client)
         if conn is None:
             raise errors.ClientNotFound(client)
@@ -552,6 +575,8 @@ class Network(_Member):
         Raises `PartyNotFound`, `Timeout`, `StreamClosed` (the party closed and everything it sent was taken) or
         `ConnectionLost` naming the party.
         """
+        if tag is not None:
+            _check_args(stream, tag)
         if not self._closed:  # fast path: a message is waiting
             item = self._party_inbox.pop_from(party, stream, tag)
             if item is not None:
@@ -696,6 +721,7 @@ class Client(_Member):
         timeout: float | None = None,
     ) -> None:
         """Send one message to `party`."""
+        _check_args(stream, None, data)
         await self._send_on(self._party_conn(party), data, stream, None, timeout)
 
     async def receive(self, *, stream: int = 0, timeout: float | None = None) -> tuple[PartyId, bytes]:
