@@ -275,7 +275,13 @@ class PeerConnection:
         try:
             self._session.eof()
         except errors.FramingError as exc:
-            self._protocol_error(exc)
+            # The peer vanished mid-message: for the application that is a lost connection; the log says how.
+            log.warning("connection to %s ended inside a frame: %s", self._peer_label(), exc)
+            lost = errors.ConnectionLost(
+                f"connection to {self._peer_label()} lost in the middle of a message", peer=self._peer_id()
+            )
+            lost.__cause__ = exc
+            self._fail(lost)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._session.received_close or (self._session.sent_close and exc is None):
