@@ -178,8 +178,7 @@ class ClientsConfig:
             _check_fingerprint(key, fingerprint)
             if fingerprint in seen:
                 raise errors.ConfigError(
-                    f"duplicate fingerprint in {key} (same as clients.allow[{seen[fingerprint]}]): "
-                    f"{fingerprint!r}",
+                    f"duplicate fingerprint in {key} (same as clients.allow[{seen[fingerprint]}]): {fingerprint!r}",
                     key=key,
                     value=fingerprint,
                 )
@@ -376,7 +375,12 @@ def _check_keys(table: Mapping[str, Any], known: Collection[str], where: str) ->
             continue
         path = _join(where, str(key))
         close = difflib.get_close_matches(str(key), list(known), n=1)
-        hint = f"did you mean {_join(where, close[0])!r}?" if close else f"known keys: {', '.join(known)}"
+        if where and key in _TOP_KEYS:  # TOML puts every key after a [table] header into that table
+            hint = f"{key!r} is a top-level key: write it before the first [table] header"
+        elif close:
+            hint = f"did you mean {_join(where, close[0])!r}?"
+        else:
+            hint = f"known keys: {', '.join(known)}"
         raise errors.ConfigError(f"unknown key {path!r} ({hint})", key=path, value=table[key])
 
 

@@ -121,12 +121,8 @@ class PluginManager:
             try:
                 self._load(entry_point)
             except Exception as exc:  # a bug of ours must not stop the other plugins either
-                _log.exception(
-                    "loading transport plugin %r failed", getattr(entry_point, "name", entry_point)
-                )
-                self._broken(
-                    str(getattr(entry_point, "name", "?")), _Origin(repr(entry_point), None, None), exc
-                )
+                _log.exception("loading transport plugin %r failed", getattr(entry_point, "name", entry_point))
+                self._broken(str(getattr(entry_point, "name", "?")), _Origin(repr(entry_point), None, None), exc)
 
     def _load(self, entry_point: importlib.metadata.EntryPoint) -> None:
         origin = _origin(entry_point)
@@ -151,9 +147,7 @@ class PluginManager:
         call = self._pluggy.subset_hook_caller(_HOOK, remove_plugins=others)
         found: list[TransportInfo] = []
         try:
-            call(
-                register=functools.partial(self._collect, plugin=entry_point.name, origin=origin, found=found)
-            )
+            call(register=functools.partial(self._collect, plugin=entry_point.name, origin=origin, found=found))
         except Exception as exc:
             # What it registered before failing is not trusted either: the whole plugin is broken.
             self._pluggy.unregister(plugin)
@@ -178,9 +172,7 @@ class PluginManager:
         else:
             found.append(attrs.evolve(self._info(str(name), origin, None), transport=transport_cls))
 
-    def _check(
-        self, transport_cls: object, *, pending: Iterable[TransportInfo] = ()
-    ) -> tuple[str | None, str | None]:
+    def _check(self, transport_cls: object, *, pending: Iterable[TransportInfo] = ()) -> tuple[str | None, str | None]:
         """The transport's name (if it has a usable one) and why it cannot be registered (None if it can)."""
         if not (isinstance(transport_cls, type) and issubclass(transport_cls, Transport)):
             return None, f"registered {transport_cls!r}, not a stoffelnet_core.transport.Transport subclass"
@@ -188,8 +180,7 @@ class PluginManager:
         name = getattr(transport_cls, "name", None)
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             return None, (
-                f"{label}.name must be a transport name (lowercase letters, digits, '.', '_', '-'), "
-                f"got {name!r}"
+                f"{label}.name must be a transport name (lowercase letters, digits, '.', '_', '-'), got {name!r}"
             )
         if inspect.isabstract(transport_cls):
             missing = ", ".join(sorted(getattr(transport_cls, "__abstractmethods__", ())))
@@ -258,9 +249,7 @@ class PluginManager:
         if broken:
             info = broken[0]
             origin = _Origin(info.entry_point, info.distribution, info.version)
-            raise errors.PluginError(
-                f"transport {name!r} ({origin.owner}) is installed but broken: {info.reason}"
-            )
+            raise errors.PluginError(f"transport {name!r} ({origin.owner}) is installed but broken: {info.reason}")
         available = sorted({info.name for info in self._infos if info.ok})
         installed = f"installed: {', '.join(available)}" if available else "no transport is installed"
         raise errors.PluginError(

@@ -1,0 +1,199 @@
+"""The ``stoffelnet`` console script: one function per subcommand, registered with `command`.
+
+A subcommand is one function that configures its parser and returns the function that runs it; the first line
+of its docstring is its help::
+
+    @command("demo")
+    def _demo(parser: argparse.ArgumentParser) -> Runner:
+        \"\"\"Run a real MPC computation among N local processes.\"\"\"
+        parser.add_argument("--parties", type=int, default=3)
+
+        def run(args: argparse.Namespace) -> int:
+            return asyncio.run(_run_demo(args.parties))
+
+        return run
+
+A `StoffelnetError` from a runner ends the process with its message on stderr and exit status 2, no traceback.
+Only this module prints; the library logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import logging
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from . import errors, plugins
+from .transport import PLUGIN_API_VERSION
+
+__all__ = ["COMMANDS", "Runner", "Setup", "command", "main"]
+
+Runner = Callable[[argparse.Namespace], int]
+"""Runs a parsed subcommand; returns the exit status."""
+
+Setup = Callable[[argparse.ArgumentParser], Runner]
+"""Adds a subcommand's arguments to its parser and returns its runner."""
+
+COMMANDS: dict[str, Setup] = {}
+"""The subcommands by name, in the order ``--help`` lists them; `command` adds to it."""
+
+EXIT_OK = 0
+EXIT_ERROR = 2  # as argparse uses for bad usage: the user must change something before trying again
+EXIT_INTERRUPTED = 130  # what shells report for Ctrl-C
+
+
+def command(name: str) -> Callable[[Setup], Setup]:
+    """Register a subcommand's setup function under `name` (a decorator)."""
+
+    def decorate(setup: Setup) -> Setup:
+        if name in COMMANDS:
+            raise ValueError(f"subcommand {name!r} is registered twice")
+        COMMANDS[name] = setup
+        return setup
+
+    return decorate
+
+
+def _version() -> str:
+    try:
+        version = importlib.metadata.version("stoffelnet-core")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown (not installed)"
+    return f"stoffelnet-core {version} (plugin API {PLUGIN_API_VERSION}, Python {platform.python_version()})"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stoffelnet", description="Secure, fast networking for multi-party computation."
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v: info, -vv: debug) to stderr")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, setup in COMMANDS.items():
+        doc = (setup.__doc__ or "").strip()
+        summary = doc.splitlines()[0] if doc else None
+        sub = subparsers.add_parser(name, help=summary, description=doc or None)
+        sub.set_defaults(run=setup(sub))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with `argv` (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors: argparse has printed; keep main returning
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    saved_level = root.level
+    root.addHandler(handler)  # for this run only: main() may be called many times in one process (tests)
+    root.setLevel((logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)])
+    try:
+        run: Runner = args.run
+        return run(args)
+    except errors.StoffelnetError as exc:
+        print(f"stoffelnet: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("stoffelnet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+
+
+# -- subcommands ---------------------------------------------------------------------------------------------
+@command("transports")
+def _transports(parser: argparse.ArgumentParser) -> Runner:
+    """List the installed transports: name, distribution, version, and ok or broken with the reason.
+
+    A broken plugin is listed, not fatal: the exit status is 0 whatever the plugins' state.
+    """
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+    def run(args: argparse.Namespace) -> int:
+        found = plugins.default_plugins().transports()
+        if args.json:
+            json.dump([_as_json(info) for info in found], sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        elif not found:
+            print(f"no transports installed (entry point group {plugins.ENTRY_POINT_GROUP!r})")
+        else:
+            _table(found, sys.stdout)
+        return EXIT_OK
+
+    return run
+
+
+def _as_json(info: plugins.TransportInfo) -> dict[str, Any]:
+    transport = info.transport
+    return {
+        "name": info.name,
+        "distribution": info.distribution,
+        "version": info.version,
+        "status": info.status,
+        "reason": info.reason,
+        "entry_point": info.entry_point,
+        "class": None if transport is None else f"{transport.__module__}:{transport.__qualname__}",
+    }
+
+
+def _table(found: Sequence[plugins.TransportInfo], out: TextIO) -> None:
+    rows = [("NAME", "DISTRIBUTION", "VERSION", "STATUS")]
+    for info in found:
+        status = "ok" if info.ok else f"broken: {' '.join(str(info.reason).split())}"  # one line per transport
+        rows.append((info.name, info.distribution or "-", info.version or "-", status))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[3]]), file=out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+@command("demo")
+def _demo(parser: argparse.ArgumentParser) -> Runner:
+    """The main job: parties and clients exchange messages over a real stack, every message checked.
+
+    Exits 0 only if every check passed.
+    """
+    parser.add_argument("--parties", type=int, default=3, help="number of parties (default 3)")
+    parser.add_argument("--clients", type=int, default=2, help="number of clients (default 2)")
+    parser.add_argument("--rounds", type=int, default=200, help="all-to-all broadcast rounds (default 200)")
+    parser.add_argument("--size", type=int, default=1024, help="bytes per message (default 1024)")
+    parser.add_argument("--transport", default="loopback", help="transport name (default loopback)")
+
+    def run(args: argparse.Namespace) -> int:
+        import asyncio
+
+        from .demo import report, run_demo
+
+        if args.parties < 1 or args.clients < 0 or args.rounds < 0 or args.size < 0:
+            raise errors.ConfigError("--parties must be >= 1; --clients, --rounds and --size >= 0")
+        print(
+            f"stoffelnet demo: {args.parties} parties, {args.clients} clients, {args.rounds} rounds of "
+            f"{args.size} B over {args.transport}"
+        )
+        result = asyncio.run(
+            run_demo(
+                parties=args.parties,
+                clients=args.clients,
+                rounds=args.rounds,
+                size=args.size,
+                transport=args.transport,
+                out=sys.stdout,
+            )
+        )
+        report(result)
+        return EXIT_OK if result.ok else 1
+
+    return run
