@@ -18,7 +18,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
@@ -113,6 +113,7 @@ class _Member:
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
+        self._listener: Listener | None = None
 
     # -- sink (called by connections) ------------------------------------------------------------------------------
     def handshake_completed(self, conn: PeerConnection) -> None:
@@ -350,6 +351,29 @@ class _Member:
             peer=node.id,
         ) from last
 
+    async def close(self) -> None:
+        """Close gracefully: flush what was accepted, tell every peer, release the transport. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        self._closing()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        await self._close_connections()
+        await self._cancel_tasks()
+        await self._transport.aclose()
+
+    def _closing(self) -> None:
+        """Hook: wake what only a subclass knows about."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def _close_connections(self) -> None:
         conns = [*self._parties.values(), *self._clients.values()]
         await asyncio.gather(*(c.close(self.config.timeout) for c in conns), return_exceptions=True)
@@ -384,7 +408,6 @@ class Network(_Member):
             raise errors.ConfigError("a party's config needs party_id", key="party_id")
         super().__init__(config, transport)
         self._me = config.party_id
-        self._listener: Listener | None = None
         self._self = _SelfSource(config.send_buffer_bytes + config.receive_window_bytes)
         self._party_inbox = self._inboxes[_PARTY]
         self._max_payload = config.max_frame_size - 40
@@ -665,27 +688,10 @@ class Network(_Member):
             return
         log.debug("party %d accepted %s %d", self._me, peer.role.value, peer.id)
 
-    async def close(self) -> None:
-        """Close gracefully: flush what was accepted, tell every peer, release the transport. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._wake()
+    def _closing(self) -> None:
         for waiter in self._self.waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-        await self._close_connections()
-        await self._cancel_tasks()
-        await self._transport.aclose()
-
-    async def __aenter__(self) -> Network:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 class Client(_Member):
@@ -744,21 +750,6 @@ class Client(_Member):
         if failures:
             raise failures[0]
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._wake()
-        await self._close_connections()
-        await self._cancel_tasks()
-        await self._transport.aclose()
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
 
 class NetworkManager(_Member):
     """The seed's lower-level API: listen, dial and accept single connections, and look them up.
@@ -771,7 +762,6 @@ class NetworkManager(_Member):
         if (config.party_id is None) == (config.client_id is None):
             raise errors.ConfigError("a NetworkManager needs exactly one of party_id or client_id", key="party_id")
         super().__init__(config, transport if transport is not None else _make_transport(config))
-        self._listener: Listener | None = None
         self._accepted: asyncio.Queue[PeerConnection] = asyncio.Queue()
 
     def _local_identity(self) -> tuple[ClientType, int]:
@@ -847,24 +837,6 @@ class NetworkManager(_Member):
         if conn is None:
             raise errors.ClientNotFound(client)
         return conn
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._wake()
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-        await self._close_connections()
-        await self._cancel_tasks()
-        await self._transport.aclose()
-
-    async def __aenter__(self) -> NetworkManager:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 def _make_transport(config: Config) -> Transport:
