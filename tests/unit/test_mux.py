@@ -330,23 +330,16 @@ def test_window_updates_do_not_count_as_opened_streams() -> None:
     a.receive_data(HEADER.pack(DATA, 0, 1) + b"x")
 
 
-# -- local-misuse gaps found while writing these tests (strict xfails: they start failing once fixed) -----------------
-@pytest.mark.xfail(reason="library gap: acknowledge() accepts more bytes than are buffered", strict=True)
+# -- local misuse ------------------------------------------------------------------------------------------------------
 def test_acknowledging_more_than_buffered_is_refused() -> None:
     b = Multiplexer()
     b.receive_data(HEADER.pack(DATA, 1, 10) + bytes(10))
-    try:
+    with pytest.raises(errors.InvalidState):
         b.acknowledge(1, 10 + DEFAULT_WINDOW)
-    except errors.InvalidState:
-        return
-    # Today: buffered() goes negative and the peer is granted credit beyond the window.
-    assert b.buffered(1) >= 0
-    assert sum(HEADER.unpack(bytes(c))[2] for c in b.data_to_send()) <= 10
+    assert b.buffered(1) == 10
+    assert b.data_to_send() == []
 
 
-@pytest.mark.xfail(
-    reason="library gap: window > MAX_WINDOW is accepted; receive_data later raises ValueError", strict=True
-)
 def test_a_window_beyond_the_maximum_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="window"):
         Multiplexer(window=MAX_WINDOW + 1)

@@ -236,12 +236,11 @@ def test_dialer_reaching_the_wrong_party() -> None:
     assert dialer.state is SessionState.FAILED
 
 
-@pytest.mark.xfail(reason="library gap: a dialer that has not initiated accepts the acceptor's Handshake", strict=True)
 def test_an_acceptor_speaking_first_is_refused() -> None:
     """The module's first rule: the dialer speaks first. A Handshake reaching a dialer that sent none breaks it."""
     dialer = make_dialer()
     with pytest.raises(errors.FramingError):
-        dialer.receive_data(CONTROL_CHANNEL, handshake_frame(party=1))  # today: HandshakeCompleted, state OPEN
+        dialer.receive_data(CONTROL_CHANNEL, handshake_frame(party=1))
 
 
 def test_untrusted_link_is_refused() -> None:

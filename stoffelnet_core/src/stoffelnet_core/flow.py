@@ -67,7 +67,12 @@ class ReceiveWindow:
         self.outstanding -= n
 
     def consumed(self, n: int) -> int:
-        """The application consumed `n` bytes; returns the credit to grant now (0 while batching)."""
+        """The application consumed `n` bytes; returns the credit to grant now (0 while batching).
+
+        Raises `InvalidState` for more than is buffered: granting it would give the peer credit beyond the window.
+        """
+        if not 0 <= n <= self.buffered:
+            raise errors.InvalidState(f"consumed {n} bytes but only {self.buffered} are buffered")
         self._unacknowledged += n
         if self._unacknowledged >= self.size // 4:
             return self.flush()

@@ -17,7 +17,7 @@ from collections import deque
 import attrs
 
 from . import errors
-from .flow import DEFAULT_WINDOW, ReceiveWindow, SendWindow
+from .flow import DEFAULT_WINDOW, MAX_WINDOW, ReceiveWindow, SendWindow
 
 __all__ = [
     "DATA",
@@ -71,6 +71,8 @@ class Multiplexer:
     """
 
     def __init__(self, *, window: int = DEFAULT_WINDOW, max_streams: int = MAX_STREAMS) -> None:
+        if window > MAX_WINDOW:
+            raise ValueError(f"window must be at most {MAX_WINDOW} bytes, got {window}")
         self.window_size = max(window, DEFAULT_WINDOW)
         self.max_streams = max_streams
         self._out: dict[int, _Outbound] = {}

@@ -139,6 +139,7 @@ class Session:
         self._channels: dict[int, _Channel] = {}
         self._send_seq: dict[int, int] = {}
         self._outgoing: list[tuple[int, bytes]] = []
+        self._initiated = False
 
     # -- outgoing ------------------------------------------------------------------------------------------------
     def initiate(self) -> None:
@@ -146,6 +147,7 @@ class Session:
         if not self.dialer or self.state is not SessionState.HANDSHAKING:
             raise errors.InvalidState("only a dialer in the handshaking state initiates", state=self.state)
         self._outgoing.append((CONTROL_CHANNEL, codec.encode(self._handshake)))
+        self._initiated = True
 
     @property
     def has_outgoing(self) -> bool:
@@ -215,6 +217,8 @@ class Session:
         for i, (envelope, size) in enumerate(frames):
             credit = size - already if i == 0 else size
             if type(envelope) is Data:
+                if self.state is SessionState.CLOSED:
+                    raise errors.FramingError("data frame after the connection closed")
                 if self.state is not SessionState.OPEN:
                     raise errors.FramingError("data frame before the handshake completed")
                 if self.received_close:
@@ -257,6 +261,8 @@ class Session:
     def _on_handshake(self, handshake: Handshake) -> HandshakeCompleted:
         if self.state is not SessionState.HANDSHAKING:
             raise errors.FramingError("a second Handshake on an open connection")
+        if self.dialer and not self._initiated:
+            raise errors.FramingError("the acceptor spoke first: a dialer's Handshake must come first")
         if handshake.version != PROTOCOL_VERSION:
             raise errors.FramingError(
                 f"peer speaks protocol version {handshake.version}, this side speaks {PROTOCOL_VERSION}"
