@@ -34,6 +34,7 @@ _MAX_U64 = 0xFFFFFFFFFFFFFFFF
 _MIN_TAG = -(2**64)  # int tags are CBOR's native integers; bignums are refused
 _DATA = int(Kind.DATA)
 _dumps = cbor2.dumps
+_new_data = tuple.__new__  # builds a Data NamedTuple without its Python-level __new__
 _loads = cbor2.loads
 
 
@@ -98,14 +99,17 @@ def _head_len(n: int) -> int:
 
 def _data_len(stream: int, seq: int, tag: object, payload: bytes) -> int:
     """Length of a Data envelope in shortest-form CBOR; a body of another length had trailing or padded bytes."""
+    n = len(payload)
+    size = 2 + n  # array head, kind
+    size += 1 if stream < 24 else 2 if stream < 0x100 else 3 if stream < 0x10000 else 5
+    size += 1 if seq < 24 else 2 if seq < 0x100 else 3 if seq < 0x10000 else 5 if seq < 0x100000000 else 9
+    size += 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
     if tag is None:
-        tag_len = 1
-    elif type(tag) is bytes:
-        tag_len = _head_len(len(tag)) + len(tag)
-    else:
-        assert type(tag) is int
-        tag_len = _head_len(tag if tag >= 0 else -1 - tag)
-    return 2 + _head_len(stream) + _head_len(seq) + tag_len + _head_len(len(payload)) + len(payload)
+        return size + 1
+    if type(tag) is bytes:
+        return size + _head_len(len(tag)) + len(tag)
+    assert type(tag) is int
+    return size + _head_len(tag if tag >= 0 else -1 - tag)
 
 
 def _bytes(value: object, name: str) -> bytes:
@@ -125,15 +129,16 @@ def _decode_fields(fields: object, size: int, body: bytes | bytearray | memoryvi
         tag = fields[3]
         if tag is not None and type(tag) is not bytes and not (type(tag) is int and _MIN_TAG <= tag <= _MAX_U64):
             raise errors.FramingError(f"a tag must be an int in -2**64..2**64-1, bytes or null, got {_show(tag)}")
-        envelope = Data(
-            _uint(fields[1], "stream", _MAX_U32),
-            _uint(fields[2], "seq", _MAX_U64),
-            tag,
-            _bytes(fields[4], "payload"),
-        )
-        if size != _data_len(envelope.stream, envelope.seq, tag, envelope.payload):
+        stream, seq, payload = fields[1], fields[2], fields[4]
+        if type(stream) is not int or not 0 <= stream <= _MAX_U32:
+            _uint(stream, "stream", _MAX_U32)
+        if type(seq) is not int or not 0 <= seq <= _MAX_U64:
+            _uint(seq, "seq", _MAX_U64)
+        if type(payload) is not bytes:
+            _bytes(payload, "payload")
+        if size != _data_len(stream, seq, tag, payload):
             raise errors.FramingError("a Data envelope must be one item in shortest-form CBOR, with nothing after it")
-        return envelope
+        return Data(stream, seq, tag, payload)
     if type(kind) is int and kind != _DATA:
         _check_single_item(body)
     if kind == Kind.HANDSHAKE and type(kind) is int:
@@ -241,7 +246,28 @@ class FrameDecoder:
             if stop > end:
                 self._need = stop - pos
                 return out, pos
-            out.append((decode_body(view[pos + HEADER_SIZE : stop]), stop - pos))
+            body = view[pos + HEADER_SIZE : stop]
+            try:
+                fields = _loads(body)
+            except Exception as exc:  # cbor2 raises several types (and RecursionError...) on bad input
+                raise errors.FramingError(f"malformed CBOR in envelope: {_show(exc)}") from exc
+            # The common case inline (a well-formed untagged or tagged Data); anything else takes the full path.
+            if (
+                type(fields) is list
+                and len(fields) == 5
+                and fields[0] == _DATA
+                and type(fields[0]) is int
+                and type(stream := fields[1]) is int
+                and 0 <= stream <= _MAX_U32
+                and type(seq := fields[2]) is int
+                and 0 <= seq <= _MAX_U64
+                and (tag := fields[3]) is None
+                and type(payload := fields[4]) is bytes
+                and length == _data_len(stream, seq, None, payload)
+            ):
+                out.append((_new_data(Data, (stream, seq, tag, payload)), stop - pos))
+            else:
+                out.append((_decode_fields(fields, length, body), stop - pos))
             pos = stop
         self._need = HEADER_SIZE
         return out, pos

@@ -71,7 +71,7 @@ class ReceiveWindow:
 
         Raises `InvalidState` for more than is buffered: granting it would give the peer credit beyond the window.
         """
-        if not 0 <= n <= self.buffered:
+        if not 0 <= n <= self.size - self.outstanding - self._unacknowledged:
             raise errors.InvalidState(f"consumed {n} bytes but only {self.buffered} are buffered")
         self._unacknowledged += n
         if self._unacknowledged >= self.size // 4:

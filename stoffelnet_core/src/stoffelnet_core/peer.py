@@ -20,6 +20,7 @@ from .transport import BytePipe, LinkInfo
 __all__ = ["ConnectionState", "MessageSink", "PeerConnection"]
 
 log = logging.getLogger("stoffelnet.peer")
+_OPEN = session.SessionState.OPEN
 
 
 class ConnectionState(enum.Enum):
@@ -136,7 +137,7 @@ class PeerConnection:
 
     async def send(self, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None) -> None:
         """Queue one message on `stream`; waits while that stream's queued bytes are over the limit."""
-        channel = session.channel_for(stream)
+        channel = stream + 1  # session.channel_for, inlined: this is the hot path
         mx = self._mux
         while mx.queued(channel) >= self._send_limit:
             self._check_sendable()
@@ -147,9 +148,10 @@ class PeerConnection:
             finally:
                 if waiter in self._send_waiters:
                     self._send_waiters.remove(waiter)
-        self._check_sendable()
-        frame = self._session.send_data(stream, data, tag)
-        mx.send(channel, frame)
+        sess = self._session
+        if self.state is not ConnectionState.CONNECTED or sess.state is not _OPEN or sess.sent_close:
+            self._check_sendable()
+        mx.send(channel, sess.send_data(stream, data, tag))
         counters = self.stats
         counters.messages_sent += 1
         counters.bytes_sent += len(data)
@@ -196,9 +198,9 @@ class PeerConnection:
         """The application took a message worth `credit` bytes of `stream`: return the credit to the peer."""
         if self.state is not ConnectionState.CONNECTED:
             return
-        channel = session.channel_for(stream)
+        channel = stream + 1
         amount = self._session.consumed(channel, credit)
-        if self._mux.acknowledge(channel, amount):
+        if amount and self._mux.acknowledge(channel, amount):
             self._schedule_flush()
 
     def _schedule_flush(self) -> None:
