@@ -127,6 +127,7 @@ class MuxPair(RuleBasedStateMachine):
                     if k:
                         dst.mux.acknowledge(stream, k)
                         dst.acked[stream] += k
+                        progress = True  # an acknowledgement may queue a window update still to be sent
             if not progress:
                 break
         for side in (0, 1):

@@ -129,11 +129,13 @@ class _Member:
         table[peer.id] = conn
         self._wake()
 
-    def message_received(self, conn: PeerConnection, event: session.MessageReceived) -> None:
+    def messages_received(self, conn: PeerConnection, events: list[session.MessageReceived]) -> None:
         peer = conn.peer
         assert peer is not None
-        kind = _PARTY if peer.role is ClientType.SERVER else _CLIENT
-        self._inboxes[kind].push(peer.id, event.stream, event.tag, (event.payload, event.credit, conn))
+        push = self._inboxes[_PARTY if peer.role is ClientType.SERVER else _CLIENT].push
+        sender = peer.id
+        for event in events:
+            push(sender, event.stream, event.tag, (event.payload, event.credit, conn))
         if self._waiters:
             self._wake()
 
@@ -505,7 +507,8 @@ class Network(_Member):
                     return
         conn = self._parties.get(party) if party != self._me else None
         if conn is not None and timeout is None and not self._closed and len(data) <= self._max_payload:
-            await conn.send(data, stream=stream, tag=tag)  # fast path
+            if not conn.send_nowait(data, stream=stream, tag=tag):  # fast path: no coroutine when there is room
+                await conn.send(data, stream=stream, tag=tag)
             return
         if conn is None:
             self._check_party(party)

@@ -38,7 +38,8 @@ class MessageSink(Protocol):
     def handshake_completed(self, conn: PeerConnection) -> None:
         """Register the newly identified connection; raise `AuthenticationError` to refuse it."""
 
-    def message_received(self, conn: PeerConnection, event: session.MessageReceived) -> None: ...
+    def messages_received(self, conn: PeerConnection, events: list[session.MessageReceived]) -> None:
+        """Application messages from `conn`, in order (one call per batch of received bytes)."""
 
     async def receive_on(self, conn: PeerConnection, stream: int, tag: Tag | None, timeout: float | None) -> bytes:
         """The next message that arrived on `conn` (for `PeerConnection.receive`)."""
@@ -134,6 +135,24 @@ class PeerConnection:
     # -- sending ---------------------------------------------------------------------------------------------------
     def max_payload(self) -> int:
         return self._session.max_payload()
+
+    def send_nowait(self, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None) -> bool:
+        """Queue one message if the stream has room; False (nothing queued) when `send` would have to wait."""
+        channel = stream + 1
+        mx = self._mux
+        if mx.queued(channel) >= self._send_limit:
+            return False
+        sess = self._session
+        if self.state is not ConnectionState.CONNECTED or sess.state is not _OPEN or sess.sent_close:
+            self._check_sendable()
+        mx.send(channel, sess.send_data(stream, data, tag))
+        counters = self.stats
+        counters.messages_sent += 1
+        counters.bytes_sent += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return True
 
     async def send(self, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None) -> None:
         """Queue one message on `stream`; waits while that stream's queued bytes are over the limit."""
@@ -240,16 +259,17 @@ class PeerConnection:
     def _receive(self, data: bytes) -> None:
         sess = self._session
         sink = self._sink
+        batch: list[session.MessageReceived] = []
         for event in self._mux.receive_data(data):
             if type(event) is mux.StreamDataReceived:
                 for sev in sess.receive_data(event.stream, event.data):
                     if type(sev) is session.MessageReceived:
-                        counters = self.stats
-                        counters.messages_received += 1
-                        counters.bytes_received += len(sev.payload)
-                        if sink is not None:
-                            sink.message_received(self, sev)
-                    elif type(sev) is session.CreditReturned:
+                        batch.append(sev)
+                        continue
+                    if batch:  # what arrived before a control event is delivered before it
+                        self._deliver(batch)
+                        batch = []
+                    if type(sev) is session.CreditReturned:
                         self._mux.acknowledge(sev.channel, sev.amount)
                     elif type(sev) is session.HandshakeCompleted:
                         if sink is not None:
@@ -264,7 +284,16 @@ class PeerConnection:
                     for channel, frame in sess.data_to_send():
                         self._mux.send(channel, frame)
             # CreditAvailable: the flush below sends what the new credit allows
+        if batch:
+            self._deliver(batch)
         self._schedule_flush()
+
+    def _deliver(self, batch: list[session.MessageReceived]) -> None:
+        counters = self.stats
+        counters.messages_received += len(batch)
+        counters.bytes_received += sum(len(m.payload) for m in batch)
+        if self._sink is not None:
+            self._sink.messages_received(self, batch)
 
     def _remote_closed(self, reason: str) -> None:
         log.debug("%s closed the connection: %s", self._peer_label(), reason or "no reason given")

@@ -180,7 +180,7 @@ class Session:
                 raise errors.SendError(str(exc)) from None
         seq = self._send_seq.get(stream, 0)
         frame = codec.encode_data(stream, seq, tag, payload)
-        if len(frame) - codec.HEADER_SIZE > self._max_frame_size:
+        if len(frame) > self._max_frame_size + codec.HEADER_SIZE:
             raise errors.SendError(
                 f"message of {len(payload)} bytes exceeds the maximum frame size {self._max_frame_size}"
             )
