@@ -142,10 +142,9 @@ class PeerConnection:
         mx = self._mux
         if mx.queued(channel) >= self._send_limit:
             return False
-        sess = self._session
-        if self.state is not ConnectionState.CONNECTED or sess.state is not _OPEN or sess.sent_close:
-            self._check_sendable()
-        mx.send(channel, sess.send_data(stream, data, tag))
+        if self.state is not ConnectionState.CONNECTED:
+            self._check_sendable()  # raises the connection's own error (e.g. ConnectionLost naming the party)
+        mx.send(channel, self._session.send_data(stream, data, tag))  # raises InvalidState unless open
         counters = self.stats
         counters.messages_sent += 1
         counters.bytes_sent += len(data)

@@ -116,6 +116,7 @@ class _Channel:
         self.pending = 0  # credit of consumed messages not yet returned (batched)
 
 
+_new_tuple = tuple.__new__  # builds a MessageReceived without the NamedTuple's Python-level __new__
 _CREDIT_BATCH = 8192  # credit returned at once; far below the smallest window, so it never stalls a sender
 
 
@@ -221,25 +222,27 @@ class Session:
         frames = ch.decoder.feed(data)
         if frames:
             ch.partial_returned = 0
-        for i, (envelope, size) in enumerate(frames):
-            credit = size - already if i == 0 else size
+        stream_no = channel - 1
+        seq = ch.recv_seq
+        accepting = self.state is SessionState.OPEN and not self.received_close  # changes only on control frames
+        held = 0
+        for envelope, size in frames:
+            credit = size - already
+            already = 0
             if type(envelope) is Data:
-                if self.state is SessionState.CLOSED:
-                    raise errors.FramingError("data frame after the connection closed")
-                if self.state is not SessionState.OPEN:
-                    raise errors.FramingError("data frame before the handshake completed")
-                if self.received_close:
-                    raise errors.FramingError("data frame after the peer's Close")
-                if channel != envelope.stream + 1:
-                    raise errors.FramingError(f"Data for stream {envelope.stream} arrived on channel {channel}")
-                if envelope.seq != ch.recv_seq:
-                    raise errors.FramingError(
-                        f"stream {envelope.stream}: expected sequence number {ch.recv_seq}, got {envelope.seq}"
-                    )
-                ch.recv_seq += 1
-                ch.held += 1
-                events.append(MessageReceived(envelope.stream, envelope.seq, envelope.tag, envelope.payload, credit))
+                if not accepting:
+                    self._refuse_data()
+                if envelope[0] != stream_no:
+                    raise errors.FramingError(f"Data for stream {envelope[0]} arrived on channel {channel}")
+                if envelope[1] != seq:
+                    raise errors.FramingError(f"stream {stream_no}: expected sequence number {seq}, got {envelope[1]}")
+                seq += 1
+                held += 1
+                events.append(_new_tuple(MessageReceived, (stream_no, envelope[1], envelope[2], envelope[3], credit)))
                 continue
+            ch.recv_seq = seq
+            ch.held += held
+            held = 0
             immediate += credit
             if channel != CONTROL_CHANNEL:
                 raise errors.FramingError(f"control envelope {type(envelope).__name__} on data channel {channel}")
@@ -256,6 +259,9 @@ class Session:
                 events.append(CloseReceived(envelope.reason))
             elif type(envelope) is Ack:
                 pass  # acknowledgements drive resume; without a resend buffer there is nothing to release
+            accepting = self.state is SessionState.OPEN and not self.received_close
+        ch.recv_seq = seq
+        ch.held += held
         if ch.held == 0:
             newly = ch.decoder.buffered - ch.partial_returned
             if newly > 0:
@@ -264,6 +270,11 @@ class Session:
         if immediate:
             events.append(CreditReturned(channel, immediate))
         return events
+
+    def _refuse_data(self) -> None:
+        if self.state is SessionState.CLOSED or self.received_close:
+            raise errors.FramingError("data frame after the peer's Close")
+        raise errors.FramingError("data frame before the handshake completed")
 
     def _on_handshake(self, handshake: Handshake) -> HandshakeCompleted:
         if self.state is not SessionState.HANDSHAKING:
