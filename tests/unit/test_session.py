@@ -252,7 +252,7 @@ def test_untrusted_link_is_refused() -> None:
             hs, LinkInfo("tcp"), identity.Expectation(PARTIES, accept_parties_below=1)
         ),
     )
-    with pytest.raises(errors.AuthenticationError, match="proved no identity"):
+    with pytest.raises(errors.AuthenticationError, match="presented no certificate"):
         acceptor.receive_data(CONTROL_CHANNEL, handshake_frame())
     assert acceptor.state is SessionState.FAILED
 

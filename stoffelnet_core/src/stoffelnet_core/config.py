@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from . import errors
+from . import errors, keys
 from .ids import Address, ClientId, ClientType, Node, PartyId, parse_address
 
 __all__ = [
@@ -116,6 +116,10 @@ def _to_tuple(key: str, value: object) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def _paths_tuple(value: Iterable[str | os.PathLike[str]]) -> tuple[Path, ...]:
+    return tuple(Path(p) for p in value)
+
+
 def _allow_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return _to_tuple("clients.allow", value)
 
@@ -170,6 +174,8 @@ class ClientsConfig:
     """Clients a party admits, by key pin. A client's `ClientId` is its index in `allow`: keep the order."""
 
     allow: tuple[str, ...] = attrs.field(default=(), converter=_allow_tuple)
+    certs: tuple[Path, ...] = attrs.field(default=(), converter=_paths_tuple)
+    """The clients' certificate files, in the order of `allow` (transports that verify in TLS trust exactly these)."""
 
     def __attrs_post_init__(self) -> None:
         seen: dict[str, int] = {}
@@ -361,8 +367,8 @@ _TOP_KEYS = (
 _SCALAR_KEYS = _TOP_KEYS[:8]  # passed to Config as they are; its checks name them
 _LIMIT_KEYS = _TOP_KEYS[3:8]  # the integers every dump writes out, defaults included
 _TLS_KEYS = ("cert", "key")
-_PARTY_KEYS = ("id", "address", "listen", "fingerprint")
-_CLIENTS_KEYS = ("allow",)
+_PARTY_KEYS = ("id", "address", "listen", "fingerprint", "cert")
+_CLIENTS_KEYS = ("allow", "certs")
 
 
 def _join(where: str, key: str) -> str:
@@ -417,9 +423,9 @@ def _address(table: Mapping[str, Any], key: str, where: str) -> Address | None:
         raise errors.ConfigError(f"{path} is not a valid address: {exc}", key=path, value=text) from None
 
 
-def _file(table: Mapping[str, Any], key: str, base_dir: Path | None) -> Path:
-    path_key = f"tls.{key}"
-    text = _required_string(table, key, "tls")
+def _file(table: Mapping[str, Any], key: str, base_dir: Path | None, where: str = "tls") -> Path:
+    path_key = f"{where}.{key}"
+    text = _required_string(table, key, where)
     if not text:
         raise _fail(path_key, "must not be empty", text)
     path = Path(text).expanduser()
@@ -432,7 +438,19 @@ def _file(table: Mapping[str, Any], key: str, base_dir: Path | None) -> Path:
     return path
 
 
-def _party(value: Any, index: int) -> Node:
+def _cert_fingerprint(path: Path, key: str, pinned: str | None, base_dir: Path | None) -> str | None:
+    """The fingerprint a certificate file pins; it must agree with a fingerprint given beside it."""
+    if base_dir is None:
+        return pinned
+    found = keys.fingerprint(keys.load_certificate(path, key=key, check_validity=False))
+    if pinned is not None and pinned != found:
+        raise errors.ConfigError(
+            f"{key} {str(path)!r} holds key {found}, but the fingerprint beside it pins {pinned}", key=key, value=pinned
+        )
+    return found
+
+
+def _party(value: Any, index: int, base_dir: Path | None = None) -> Node:
     where = f"parties[{index}]"
     table = _table(value, where)
     _check_keys(table, _PARTY_KEYS, where)
@@ -440,11 +458,19 @@ def _party(value: Any, index: int) -> Node:
         raise errors.ConfigError(f"{where}.id is missing", key=f"{where}.id")
     party_id = table["id"]
     _check_int(f"{where}.id", party_id, minimum=0)
+    fingerprint = _string(table, "fingerprint", where)
+    cert = None
+    if "cert" in table:
+        cert = _file(table, "cert", base_dir, where)
+        if fingerprint is not None:
+            _check_fingerprint(f"{where}.fingerprint", fingerprint)
+        fingerprint = _cert_fingerprint(cert, f"{where}.cert", fingerprint, base_dir)
     return Node(
         id=PartyId(party_id),
         address=_address(table, "address", where),
         listen=_address(table, "listen", where),
-        fingerprint=_string(table, "fingerprint", where),
+        fingerprint=fingerprint,
+        cert=cert,
     )
 
 
@@ -465,15 +491,33 @@ def config_from_mapping(data: Mapping[str, Any], *, base_dir: Path | None = None
         parties = table["parties"]
         if not isinstance(parties, list | tuple):
             raise _fail("parties", "must be an array of tables ([[parties]])", parties)
-        values["parties"] = tuple(_party(item, index) for index, item in enumerate(parties))
+        values["parties"] = tuple(_party(item, index, base_dir) for index, item in enumerate(parties))
     if "clients" in table:
         clients = _table(table["clients"], "clients")
         _check_keys(clients, _CLIENTS_KEYS, "clients")
+        allow: tuple[Any, ...] = ()
         if "allow" in clients:
-            allow = clients["allow"]
-            if not isinstance(allow, list | tuple):
-                raise _fail("clients.allow", "must be an array of fingerprints", allow)
-            values["clients"] = ClientsConfig(allow=tuple(allow))
+            if not isinstance(clients["allow"], list | tuple):
+                raise _fail("clients.allow", "must be an array of fingerprints", clients["allow"])
+            allow = tuple(clients["allow"])
+        certs: tuple[Path, ...] = ()
+        if "certs" in clients:
+            raw = clients["certs"]
+            if not isinstance(raw, list | tuple):
+                raise _fail("clients.certs", "must be an array of certificate files", raw)
+            certs = tuple(_file({"x": item}, "x", base_dir, f"clients.certs[{i}]") for i, item in enumerate(raw))
+            if base_dir is not None:
+                found = tuple(
+                    _cert_fingerprint(p, f"clients.certs[{i}]", None, base_dir) or "" for i, p in enumerate(certs)
+                )
+                if allow and tuple(allow) != found:
+                    raise errors.ConfigError(
+                        "clients.allow and clients.certs must pin the same keys in the same order (a client's id is "
+                        "its position)",
+                        key="clients.allow",
+                    )
+                allow = found
+        values["clients"] = ClientsConfig(allow=allow, certs=certs)
     if "transport_options" in table:
         values["transport_options"] = table["transport_options"]
     return Config(**values)
@@ -586,10 +630,16 @@ def dump_config(config: Config, *, relative_to: str | os.PathLike[str] | None = 
                 lines.append(f"{field} = {_toml_string(str(address))}")
         if node.fingerprint is not None:
             lines.append(f"fingerprint = {_toml_string(node.fingerprint)}")
+        if node.cert is not None:
+            lines.append(f"cert = {_toml_path(node.cert, base)}")
     if config.clients.allow:
         lines += ["", "[clients]", "allow = ["]
         lines += [f"    {_toml_string(fingerprint)}," for fingerprint in config.clients.allow]
         lines.append("]")
+        if config.clients.certs:
+            lines.append("certs = [")
+            lines += [f"    {_toml_path(path, base)}," for path in config.clients.certs]
+            lines.append("]")
     for name, options in config.transport_options.items():
         lines += ["", f"[transport_options.{_toml_key(name)}]"]
         for key, value in options.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from typing import NewType
 
 import attrs
@@ -62,6 +63,7 @@ class Node:
     address: Address | None = None
     listen: Address | None = None  # where the party binds, when that differs from `address` (NAT, containers)
     fingerprint: str | None = None  # "sha256:<hex>" of the SubjectPublicKeyInfo
+    cert: Path | None = None  # the party's certificate file: pins its key too, and TLS trusts exactly it
 
     @property
     def bind_address(self) -> Address | None:

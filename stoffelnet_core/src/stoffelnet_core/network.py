@@ -309,6 +309,17 @@ class _Member:
     def _local_identity(self) -> tuple[ClientType, int]:
         raise NotImplementedError
 
+    def _expectation(self, **kwargs: Any) -> identity.Expectation:
+        """What this member accepts on one connection: the config's parties, clients and pinned keys."""
+        config = self.config
+        return identity.Expectation(
+            party_count=len(config.parties),
+            client_count=len(config.clients.allow) or None,
+            party_pins=tuple(n.fingerprint for n in config.parties),
+            client_pins=config.clients.allow,
+            **kwargs,
+        )
+
     async def _dial(self, node: Node, role: ClientType) -> PeerConnection:
         """Dial `node` with retries (exponential backoff with jitter) until connected and authenticated."""
         if node.address is None:
@@ -316,7 +327,7 @@ class _Member:
         attempts = self.config.max_retries + 1
         delay = _BACKOFF_INITIAL
         last: BaseException | None = None
-        expect = identity.Expectation(party_count=len(self.config.parties), party=node.id)
+        expect = self._expectation(party=node.id)
         for attempt in range(attempts):
             if self._closed:
                 break
@@ -668,12 +679,7 @@ class Network(_Member):
         if self._closed:
             pipe.abort()
             return
-        expect = identity.Expectation(
-            party_count=len(self.config.parties),
-            client_count=len(self.config.clients.allow) or None,
-            accept_clients=True,
-            accept_parties_below=self._me,
-        )
+        expect = self._expectation(accept_clients=True, accept_parties_below=self._me)
         conn = self._new_connection(pipe, dialer=False, expect=expect)
         self._spawn(self._accept(conn))
 
@@ -794,12 +800,7 @@ class NetworkManager(_Member):
             pipe.abort()
             return
         me = self.config.party_id
-        expect = identity.Expectation(
-            party_count=len(self.config.parties),
-            client_count=len(self.config.clients.allow) or None,
-            accept_clients=True,
-            accept_parties_below=me if me is not None else 0,
-        )
+        expect = self._expectation(accept_clients=True, accept_parties_below=me if me is not None else 0)
         conn = self._new_connection(pipe, dialer=False, expect=expect)
         self._spawn(self._accept_one(conn))
 
