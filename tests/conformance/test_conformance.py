@@ -12,7 +12,8 @@ from stoffelnet_core.testing import conformance
 
 TRANSPORTS = [
     "loopback",
-    # one line per transport: "tcp-tls", "quic", ...
+    "tcp-tls",
+    # one line per transport: "quic", ...
 ]
 
 # Collect every conformance test here too, under this module's parametrized `stoffelnet_transport` fixture.

@@ -852,6 +852,8 @@ def _make_transport(config: Config) -> Transport:
         options=dict(config.transport_options.get(config.transport, {})),
         credentials=credentials,
         connect_timeout=config.timeout,
+        party_certificates=tuple(str(n.cert) for n in config.parties if n.cert is not None),
+        client_certificates=tuple(str(p) for p in config.clients.certs),
     )
     return cls(context)
 

@@ -126,6 +126,8 @@ class TransportContext:
     options: Mapping[str, Any] = attrs.field(factory=dict)  # the config's [transport_options.<name>] table
     credentials: Credentials | None = None
     connect_timeout: float = 30.0  # seconds, for one dial attempt (core retries)
+    party_certificates: tuple[str, ...] = ()  # PEM files of every party: what a dialer may reach
+    client_certificates: tuple[str, ...] = ()  # PEM files of every allowed client: what a party may also accept
 
 
 class Transport(abc.ABC):

@@ -1,7 +1,17 @@
-"""Entry point of the tcp-tls transport: not implemented in this version.
+"""Entry point of the tcp-tls transport (group ``stoffelnet.transports``)."""
 
-Loading it fails with a clear reason, so `stoffelnet transports` lists it as broken (never as usable) and a
-config selecting it gets a `PluginError` that says why.
-"""
+from __future__ import annotations
 
-raise ImportError("stoffelnet-tcp-tls 0.1.0 is a placeholder: the tcp-tls transport is not implemented yet")
+from collections.abc import Callable
+
+from stoffelnet_core.hookspecs import hookimpl
+from stoffelnet_core.transport import PLUGIN_API_VERSION, Transport
+
+from .transport import TcpTlsTransport
+
+__all__ = ["PLUGIN_API_VERSION", "stoffelnet_register_transports"]
+
+
+@hookimpl
+def stoffelnet_register_transports(register: Callable[[type[Transport]], None]) -> None:
+    register(TcpTlsTransport)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any, overload
 
 import attrs
 
-from .. import errors
-from ..config import ClientsConfig, Config
+from .. import errors, keys
+from ..config import ClientsConfig, Config, TLSConfig
 from ..ids import Address, Node, PartyId
 from ..network import Client, Network, open_client, open_network
 
@@ -88,19 +90,42 @@ async def local_network(
         **overrides,
     )
     async with contextlib.AsyncExitStack() as stack:
-        if transport != "loopback" and any(a.port == 0 for a in addresses):
-            base = await _bind_ports(base)
-        configs = [attrs.evolve(base, party_id=i) for i in range(n)]
+        tls: list[TLSConfig | None] = [None] * (n + clients)
+        if transport != "loopback":
+            if any(a.port == 0 for a in addresses):
+                base = await _bind_ports(base)
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stoffelnet-keys-")))
+            base, tls = _make_keys(base, n, clients, folder)
+        configs = [attrs.evolve(base, party_id=i, tls=tls[i]) for i in range(n)]
         parties = await asyncio.gather(*(stack.enter_async_context(open_network(c)) for c in configs))
         members = [
             await stack.enter_async_context(
-                open_client(attrs.evolve(base, party_id=None, client_id=j, clients=ClientsConfig()))
+                open_client(attrs.evolve(base, party_id=None, client_id=j, clients=ClientsConfig(), tls=tls[n + j]))
             )
             for j in range(clients)
         ]
         if clients:
             await asyncio.gather(*(p.wait_for_clients(clients, timeout=base.timeout) for p in parties))
         yield LocalNetwork(list(parties), members)
+
+
+def _make_keys(config: Config, n: int, clients: int, folder: Path) -> tuple[Config, list[TLSConfig | None]]:
+    """Keys and certificates for every member in `folder`; parties pinned by certificate, clients allowlisted."""
+    tls: list[TLSConfig | None] = []
+    fingerprints: list[str] = []
+    for name in [*(f"party{i}" for i in range(n)), *(f"client{j}" for j in range(clients))]:
+        identity = keys.generate_identity(name)
+        keys.write_identity(identity, folder / f"{name}.pem", folder / f"{name}.key")
+        tls.append(TLSConfig(folder / f"{name}.pem", folder / f"{name}.key"))
+        fingerprints.append(identity.fingerprint)
+    parties = tuple(
+        attrs.evolve(node, fingerprint=fingerprints[i], cert=folder / f"party{i}.pem")
+        for i, node in enumerate(config.parties)
+    )
+    allowed = ClientsConfig(
+        allow=tuple(fingerprints[n:]), certs=tuple(folder / f"client{j}.pem" for j in range(clients))
+    )
+    return attrs.evolve(config, parties=parties, clients=allowed), tls
 
 
 async def _bind_ports(config: Config) -> Config:
