@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from . import errors, plugins
+from . import deploy, errors, plugins
 from .transport import PLUGIN_API_VERSION
 
 __all__ = ["COMMANDS", "Runner", "Setup", "command", "main"]
@@ -156,10 +156,6 @@ def _table(found: Sequence[plugins.TransportInfo], out: TextIO) -> None:
         print("  ".join([*cells, row[3]]), file=out)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 @command("demo")
 def _demo(parser: argparse.ArgumentParser) -> Runner:
     """The main job: parties and clients exchange messages over a real stack, every message checked.
@@ -170,12 +166,16 @@ def _demo(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--clients", type=int, default=2, help="number of clients (default 2)")
     parser.add_argument("--rounds", type=int, default=200, help="all-to-all broadcast rounds (default 200)")
     parser.add_argument("--size", type=int, default=1024, help="bytes per message (default 1024)")
-    parser.add_argument("--transport", default="loopback", help="transport name (default loopback)")
+    parser.add_argument(
+        "--transport",
+        default="tcp-tls",
+        help="transport name (default tcp-tls: one OS process per member; loopback runs all in this process)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         import asyncio
 
-        from .demo import report, run_demo
+        from .demo import report, run_demo, run_processes
 
         if args.parties < 1 or args.clients < 0 or args.rounds < 0 or args.size < 0:
             raise errors.ConfigError("--parties must be >= 1; --clients, --rounds and --size >= 0")
@@ -183,8 +183,9 @@ def _demo(parser: argparse.ArgumentParser) -> Runner:
             f"stoffelnet demo: {args.parties} parties, {args.clients} clients, {args.rounds} rounds of "
             f"{args.size} B over {args.transport}"
         )
+        runner = run_demo if args.transport == "loopback" else run_processes
         result = asyncio.run(
-            run_demo(
+            runner(
                 parties=args.parties,
                 clients=args.clients,
                 rounds=args.rounds,
@@ -197,3 +198,94 @@ def _demo(parser: argparse.ArgumentParser) -> Runner:
         return EXIT_OK if result.ok else 1
 
     return run
+
+
+@command("certs")
+def _certs(parser: argparse.ArgumentParser) -> Runner:
+    """Make a deployment: each member's key and certificate, and one ready-to-run config per party and client.
+
+    Every config pins every party's key (fingerprint and certificate file) and each party's allowlists every
+    client. Keys are written with mode 0600; existing files are never replaced without --force.
+    """
+    parser.add_argument("--parties", type=int, required=True, help="number of parties (ids 0..N-1)")
+    parser.add_argument("--clients", type=int, default=0, help="number of clients (default 0)")
+    parser.add_argument("--out", required=True, help="folder to write into (made if missing)")
+    parser.add_argument("--transport", default="tcp-tls", help="transport the configs select (default tcp-tls)")
+    parser.add_argument("--base-port", type=int, default=9000, help="party i listens on port P+i (default 9000)")
+    parser.add_argument(
+        "--hosts", help="comma-separated host of each party, in id order (default 127.0.0.1 for every party)"
+    )
+    parser.add_argument("--force", action="store_true", help="replace existing keys, certificates and configs")
+
+    def run(args: argparse.Namespace) -> int:
+        hosts = None if args.hosts is None else [host.strip() for host in args.hosts.split(",")]
+        try:
+            deployment = deploy.make_deployment(
+                args.out,
+                parties=args.parties,
+                clients=args.clients,
+                transport=args.transport,
+                base_port=args.base_port,
+                hosts=hosts,
+                force=args.force,
+            )
+        except errors.ConfigError as exc:
+            option = _CERTS_OPTIONS.get((exc.key or "").partition("[")[0])
+            if option is None:
+                raise
+            raise errors.ConfigError(f"argument {option}: {exc}", key=exc.key, value=exc.value) from None
+        _certs_summary(deployment, sys.stdout)
+        installed = {info.name for info in plugins.default_plugins().transports() if info.ok}
+        if deployment.transport not in installed:
+            print(
+                f"stoffelnet: note: transport {deployment.transport!r} is not installed here (see `stoffelnet "
+                "transports`); the hosts that run these configs need it",
+                file=sys.stderr,
+            )
+        return EXIT_OK
+
+    return run
+
+
+_CERTS_OPTIONS = {
+    "parties": "--parties",
+    "clients": "--clients",
+    "transport": "--transport",
+    "base_port": "--base-port",
+    "hosts": "--hosts",
+    "out": "--out",
+}
+
+
+def _certs_summary(deployment: deploy.Deployment, out: TextIO) -> None:
+    parties, clients = deployment.parties, deployment.clients
+    print(
+        f"wrote {len(parties)} part{'y' if len(parties) == 1 else 'ies'} and {len(clients)} "
+        f"client{'' if len(clients) == 1 else 's'} ({deployment.transport}) to {deployment.out}",
+        file=out,
+    )
+    print(file=out)
+    rows = [("MEMBER", "ADDRESS", "LISTEN", "FINGERPRINT")]
+    for member in deployment.members:
+        rows.append(
+            (
+                member.name,
+                "-" if member.address is None else str(member.address),
+                "-" if member.listen is None else str(member.listen),
+                member.fingerprint[: len("sha256:") + 16] + "...",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[3]]), file=out)
+    print(file=out)
+    print("Next steps (keep each member's files together in one folder: the configs name them relatively):", file=out)
+    print("  party K's host:   partyK.toml, partyK.key and every *.pem", file=out)
+    if clients:
+        print("  client J's host:  clientJ.toml, clientJ.key, clientJ.pem and every party*.pem", file=out)
+    print("  a key (*.key) is secret: copy it only to its own member's host, and keep it mode 0600", file=out)
+    print("  then each member runs with its own config: stoffelnet_core.load_config('partyK.toml')", file=out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
