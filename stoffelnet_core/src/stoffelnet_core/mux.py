@@ -210,6 +210,15 @@ class Multiplexer:
             return True
         return False
 
+    def eof(self) -> None:
+        """The pipe ended; raises `FramingError` if it ended inside a mux frame (header or body)."""
+        if self._header:
+            raise errors.FramingError(f"stream ended inside a mux header ({len(self._header)} of {HEADER.size} bytes)")
+        if self._remaining:
+            raise errors.FramingError(
+                f"stream ended inside a mux frame on stream {self._current} ({self._remaining} bytes missing)"
+            )
+
     def buffered(self, stream: int) -> int:
         """Bytes received on `stream` and not yet acknowledged."""
         window = self._in.get(stream)

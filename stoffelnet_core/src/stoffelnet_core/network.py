@@ -122,9 +122,9 @@ class _Member:
         table = self._parties if peer.role is ClientType.SERVER else self._clients
         old = table.get(peer.id)
         if old is not None and old is not conn and old.state is ConnectionState.CONNECTED:
+            what = "party" if peer.role is ClientType.SERVER else "client"
             raise errors.AuthenticationError(
-                f"{peer.role.value} {peer.id} is already connected; refusing a second connection",
-                peer=peer.id,
+                f"{what} {peer.id} is already connected; refusing a second connection that claims it", peer=peer.id
             )
         table[peer.id] = conn
         self._wake()

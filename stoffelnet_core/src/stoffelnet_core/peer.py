@@ -303,6 +303,7 @@ class PeerConnection:
 
     def eof_received(self) -> None:
         try:
+            self._mux.eof()
             self._session.eof()
         except errors.FramingError as exc:
             # The peer vanished mid-message: for the application that is a lost connection; the log says how.

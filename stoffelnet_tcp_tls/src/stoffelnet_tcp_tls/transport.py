@@ -70,8 +70,10 @@ def _refusal(exc: BaseException) -> str:
         return f"its certificate is not pinned here ({exc.verify_message})"
     if "PEER_DID_NOT_RETURN_A_CERTIFICATE" in text or "peer did not return a certificate" in text:
         return "it presented no certificate"
-    if "WRONG_VERSION_NUMBER" in text or "HTTP_REQUEST" in text or "UNEXPECTED_MESSAGE" in text:
+    if any(m in text for m in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNEXPECTED_MESSAGE", "UNSUPPORTED_PROTOCOL")):
         return "it does not speak TLS 1.3"
+    if isinstance(exc, ConnectionError | EOFError) or "EOF" in text:
+        return "it closed the connection during the TLS handshake"
     if isinstance(exc, TimeoutError):
         return "its TLS handshake did not complete in time"
     return f"TLS handshake failed: {type(exc).__name__}: {text}"
@@ -159,7 +161,7 @@ class TcpTlsTransport(Transport):
                 )
             except (OSError, TimeoutError, ConnectionError) as exc:
                 refused = errors.AuthenticationError(f"refused a connection from {peer}: {_refusal(exc)}")
-                log.warning("%s", refused)
+                log.warning("AuthenticationError: %s", refused)
                 raw.abort()
                 return
             if tls is None:

@@ -97,7 +97,9 @@ async def local_network(
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stoffelnet-keys-")))
             base, tls = _make_keys(base, n, clients, folder)
         configs = [attrs.evolve(base, party_id=i, tls=tls[i]) for i in range(n)]
-        parties = await asyncio.gather(*(stack.enter_async_context(open_network(c)) for c in configs))
+        async with asyncio.TaskGroup() as group:  # one party failing to start cancels the others' start
+            starts = [group.create_task(stack.enter_async_context(open_network(c))) for c in configs]
+        parties = [task.result() for task in starts]
         members = [
             await stack.enter_async_context(
                 open_client(attrs.evolve(base, party_id=None, client_id=j, clients=ClientsConfig(), tls=tls[n + j]))
