@@ -1,0 +1,595 @@
+"""tcp-tls benchmarks: stoffelnet over tcp-tls beside a bare asyncio TLS baseline, measured in the same run.
+
+    python benchmarks/bench_tcp_tls.py [--quick] [--no-procs] [--profile]
+
+Both sides use the same keys (ECDSA P-256, `keys.generate_identity`, in a temp folder), the same `ssl.SSLContext`
+settings (the transport's own `_context`: mutual TLS 1.3, pinned self-signed certificates, ALPN) and the same
+socket options. The bare baseline is what a competent hand-written asyncio program would do: one connection per
+pair, 4-byte length-prefixed messages, writes coalesced per loop turn into one ``transport.write`` (one TLS record
+per 16 KiB instead of one per chunk), reads parsed in place by a `BufferedProtocol`, backpressure by a pending
+buffer limit (256 KiB on one loop, 1 MiB across processes) and `pause_writing`, reading paused above 1 MiB of
+unread messages.
+
+Modes (the "mode" column): ``1 proc`` runs both ends of every connection in this process on one event loop and
+one core (as `local_network` does), the bare baseline the same way; ``2 procs`` puts the receiver in a child process
+(one-way cases only; the sender times from its first message to the receiver's acknowledgement of the last).
+Cases are interleaved (stoffelnet, bare, stoffelnet, bare ...) and the best repeat is kept, so drift on a shared
+machine cancels out of the ratios; absolute figures on these machines move by up to 2x from run to run.
+
+``--profile`` then runs the stoffelnet side of every case that missed its target under cProfile (1 proc) and
+prints the top functions by own time. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import functools
+import io
+import multiprocessing
+import os
+import platform
+import pstats
+import socket
+import ssl
+import statistics
+import tempfile
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from stoffelnet_core import Address, Config, Network, Node, PartyId, TLSConfig, keys, open_network
+from stoffelnet_core.ids import ClientType
+from stoffelnet_tcp_tls.transport import ALPN, _configure_socket, _context
+
+SMALL = b"p" * 64
+KIB = b"k" * 1024
+BIG = b"B" * (64 * 1024)
+ACK = b"!"
+HOST = "127.0.0.1"
+PARTIES = 3  # keys are made once for the largest case; pairs use parties 0 and 1
+
+Send = Callable[[bytes], Awaitable[None]]
+Recv = Callable[[], Awaitable[bytes]]
+
+
+class Keys(NamedTuple):
+    """Certificate and key files (plain strings: picklable for the child process) and fingerprints."""
+
+    certs: tuple[str, ...]
+    keys: tuple[str, ...]
+    fingerprints: tuple[str, ...]
+
+
+def make_keys(folder: Path, n: int = PARTIES) -> Keys:
+    certs, key_files, fingerprints = [], [], []
+    for i in range(n):
+        identity = keys.generate_identity(f"party{i}")
+        cert, key = folder / f"party{i}.pem", folder / f"party{i}.key"
+        keys.write_identity(identity, cert, key)
+        certs.append(str(cert))
+        key_files.append(str(key))
+        fingerprints.append(identity.fingerprint)
+    return Keys(tuple(certs), tuple(key_files), tuple(fingerprints))
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# -- stoffelnet ------------------------------------------------------------------------------------------------------
+def stoffel_config(k: Keys, ports: Sequence[int], me: int) -> Config:
+    """What `local_network(n, transport="tcp-tls")` builds, but with our keys and ports (usable in a child too)."""
+    parties = tuple(
+        Node(PartyId(i), Address(HOST, port), fingerprint=k.fingerprints[i], cert=Path(k.certs[i]))
+        for i, port in enumerate(ports)
+    )
+    return Config(transport="tcp-tls", party_id=me, parties=parties, tls=TLSConfig(k.certs[me], k.keys[me]))
+
+
+@contextlib.asynccontextmanager
+async def stoffel_mesh(k: Keys, n: int) -> AsyncIterator[list[Network]]:
+    ports = free_ports(n)
+    async with contextlib.AsyncExitStack() as stack:
+        nets = await asyncio.gather(
+            *(stack.enter_async_context(open_network(stoffel_config(k, ports, i))) for i in range(n))
+        )
+        yield list(nets)
+
+
+def stoffel_ends(nets: Sequence[Network], me: int, peer: int) -> tuple[Send, Recv]:
+    net = nets[me]
+    return functools.partial(net.send, peer), functools.partial(net.receive_from, peer)
+
+
+# -- bare asyncio TLS ------------------------------------------------------------------------------------------------
+# Pending bytes before a sender waits for the flush: the best of 64 KiB .. 4 MiB in each mode on the dev machine
+# (both ends on one loop want small batches; a sender with a core of its own wants large ones).
+_HIGH_WATER = 256 * 1024
+_HIGH_WATER_PROCS = 1024 * 1024
+_READ_HIGH = 1024 * 1024  # unread bytes before reading pauses (stoffelnet's default receive window)
+_MIN_READ = 64 * 1024
+
+
+class BareConn(asyncio.BufferedProtocol):
+    """One TLS connection carrying 4-byte length-prefixed messages, coalesced per loop turn."""
+
+    def __init__(self, high_water: int = _HIGH_WATER) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._high_water = high_water
+        self._transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        self._buf = bytearray(256 * 1024)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._inbox: deque[bytes] = deque()
+        self._inbox_bytes = 0
+        self._read_paused = False
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._lost = False
+
+    # asyncio protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        _configure_socket(transport)
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        want = max(sizehint, _MIN_READ)
+        if len(self._buf) - self._end < want:
+            live = self._end - self._start
+            if live + want > len(self._buf):
+                new = bytearray(max(2 * len(self._buf), live + want))
+                new[:live] = self._view[self._start : self._end]
+                self._view.release()
+                self._buf, self._view = new, memoryview(new)
+            elif live:
+                self._buf[:live] = self._buf[self._start : self._end]
+            self._start, self._end = 0, live
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        end = self._end + nbytes
+        pos = self._start
+        buf, view, inbox = self._buf, self._view, self._inbox
+        got = 0
+        while end - pos >= 4:
+            stop = pos + 4 + int.from_bytes(buf[pos : pos + 4], "big")
+            if stop > end:
+                break
+            inbox.append(bytes(view[pos + 4 : stop]))
+            got += stop - pos
+            pos = stop
+        if pos == end:
+            pos = end = 0
+        self._start, self._end = pos, end
+        if got:
+            self._inbox_bytes += got
+            if self._inbox_bytes > _READ_HIGH and not self._read_paused and self._transport is not None:
+                self._read_paused = True
+                self._transport.pause_reading()
+            waiter = self._recv_waiter
+            if waiter is not None:
+                self._recv_waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        for waiter in [self._recv_waiter, *self._drain_waiters]:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionError("connection lost"))
+
+    # application side
+    async def send(self, data: bytes) -> None:
+        self._out.append(len(data).to_bytes(4, "big"))
+        self._out.append(data)
+        self._out_size += len(data) + 4
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        if self._out_size >= self._high_water:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._write_paused or not self._out or self._transport is None:
+            return
+        self._transport.write(b"".join(self._out))
+        self._out = []
+        self._out_size = 0
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def recv(self) -> bytes:
+        inbox = self._inbox
+        while not inbox:
+            if self._lost:
+                raise ConnectionError("connection lost")
+            self._recv_waiter = waiter = self._loop.create_future()
+            await waiter
+        data = inbox.popleft()
+        self._inbox_bytes -= len(data) + 4
+        if self._read_paused and self._inbox_bytes <= _READ_HIGH // 2 and self._transport is not None:
+            self._read_paused = False
+            self._transport.resume_reading()
+        return data
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def bare_server_context(k: Keys) -> ssl.SSLContext:
+    return _context(server=True, cert=k.certs[1], key=k.keys[1], trusted=list(k.certs), alpn=list(ALPN.values()))
+
+
+def bare_client_context(k: Keys, me: int) -> ssl.SSLContext:
+    return _context(
+        server=False, cert=k.certs[me], key=k.keys[me], trusted=list(k.certs), alpn=[ALPN[ClientType.SERVER]]
+    )
+
+
+async def bare_listen(k: Keys, port: int, on_conn: Callable[[BareConn], None]) -> asyncio.Server:
+    ctx = bare_server_context(k)
+
+    def factory() -> BareConn:
+        conn = BareConn()
+        on_conn(conn)
+        return conn
+
+    return await asyncio.get_running_loop().create_server(factory, HOST, port, ssl=ctx)
+
+
+async def bare_dial(k: Keys, me: int, port: int, retry_for: float = 0.0, high_water: int = _HIGH_WATER) -> BareConn:
+    loop = asyncio.get_running_loop()
+    ctx = bare_client_context(k, me)
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            _, conn = await loop.create_connection(
+                lambda: BareConn(high_water), HOST, port, ssl=ctx, server_hostname="stoffelnet"
+            )
+            return conn
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def bare_mesh(k: Keys, n: int) -> AsyncIterator[dict[tuple[int, int], BareConn]]:
+    """Connections between every pair of `n` parties in this process: ``conns[(me, peer)]`` is me's end."""
+    conns: dict[tuple[int, int], BareConn] = {}
+    servers: list[asyncio.Server] = []
+    try:
+        for hi in range(1, n):
+            accepted: asyncio.Queue[BareConn] = asyncio.Queue()
+            server = await bare_listen(k, 0, accepted.put_nowait)
+            servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            for lo in range(hi):
+                conns[(lo, hi)] = await bare_dial(k, lo, port)
+                conns[(hi, lo)] = theirs = await accepted.get()  # dials are one at a time: accepted in order
+                await theirs.ready
+        # the TLS 1.3 server's session tickets and the like: let every handshake settle before timing
+        await asyncio.sleep(0.01)
+        yield conns
+    finally:
+        for conn in conns.values():
+            conn.close()
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+
+
+def bare_ends(conns: dict[tuple[int, int], BareConn], me: int, peer: int) -> tuple[Send, Recv]:
+    conn = conns[(me, peer)]
+    return conn.send, conn.recv
+
+
+# -- the cases, written once over (send, recv) ------------------------------------------------------------------------
+async def _round_trips(a: tuple[Send, Recv], b: tuple[Send, Recv], n: int, warm: int) -> list[float]:
+    """Microseconds per 64 B ping-pong, for `n` timed round trips after `warm` untimed ones."""
+    send_a, recv_a = a
+    send_b, recv_b = b
+
+    async def echo() -> None:
+        for _ in range(warm + n):
+            await send_b(await recv_b())
+
+    task = asyncio.create_task(echo())
+    clock = time.perf_counter_ns
+    samples: list[float] = []
+    for i in range(warm + n):
+        t0 = clock()
+        await send_a(SMALL)
+        await recv_a()
+        if i >= warm:
+            samples.append((clock() - t0) / 1000)
+    await task
+    return samples
+
+
+async def _one_way(a: tuple[Send, Recv], b: tuple[Send, Recv], payload: bytes, n: int, warm: int) -> float:
+    """Seconds to move `n` messages a -> b (after `warm` untimed ones), sender and receiver on this loop."""
+    send, _ = a
+    _, recv = b
+
+    async def sender(count: int) -> None:
+        for _ in range(count):
+            await send(payload)
+
+    async def receiver(count: int) -> None:
+        for _ in range(count):
+            await recv()
+
+    await asyncio.gather(sender(warm), receiver(warm))
+    start = time.perf_counter()
+    await asyncio.gather(sender(n), receiver(n))
+    return time.perf_counter() - start
+
+
+async def _rounds(ends: Sequence[dict[int, tuple[Send, Recv]]], rounds: int, warm: int) -> float:
+    """Seconds for `rounds` all-to-all rounds of 64 B: every party sends to every other, then receives from each."""
+
+    async def party(peers: dict[int, tuple[Send, Recv]], count: int) -> None:
+        links = list(peers.values())
+        for _ in range(count):
+            for send, _ in links:
+                await send(SMALL)
+            for _, recv in links:
+                await recv()
+
+    await asyncio.gather(*(party(p, warm) for p in ends))
+    start = time.perf_counter()
+    await asyncio.gather(*(party(p, rounds) for p in ends))
+    return time.perf_counter() - start
+
+
+# -- one measurement of one case, in one process -------------------------------------------------------------------
+class Sizes(NamedTuple):
+    rtt: int  # timed 64 B round trips
+    kib: int  # 1 KiB messages
+    big: int  # 64 KiB messages
+    rounds: int  # 3-party rounds
+
+
+QUICK = Sizes(rtt=5000, kib=100_000, big=4000, rounds=4000)
+FULL = Sizes(rtt=20_000, kib=400_000, big=16_000, rounds=15_000)
+
+
+@contextlib.asynccontextmanager
+async def _pair(impl: str, k: Keys, n: int) -> AsyncIterator[list[dict[int, tuple[Send, Recv]]]]:
+    """`n` parties of `impl`; ``ends[me][peer]`` is ``(send, recv)`` for me's side of the link to peer."""
+    if impl == "stoffelnet":
+        async with stoffel_mesh(k, n) as nets:
+            yield [{p: stoffel_ends(nets, me, p) for p in range(n) if p != me} for me in range(n)]
+    else:
+        async with bare_mesh(k, n) as conns:
+            yield [{p: bare_ends(conns, me, p) for p in range(n) if p != me} for me in range(n)]
+
+
+async def run_case(impl: str, case: str, k: Keys, s: Sizes, profiler: cProfile.Profile | None = None) -> list[float]:
+    """One measurement; returns the case's figures (rtt: median and p99 µs; others: one rate)."""
+    parties = 3 if case == "rounds3" else 2
+    async with asyncio.timeout(300), _pair(impl, k, parties) as ends:
+        if profiler is not None:
+            profiler.enable()
+        try:
+            if case == "rtt":
+                samples = await _round_trips(ends[0][1], ends[1][0], s.rtt, warm=200)
+                samples.sort()
+                return [statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]]
+            if case == "kib":
+                return [s.kib / await _one_way(ends[0][1], ends[1][0], KIB, s.kib, warm=2000)]
+            if case == "big":
+                return [s.big * len(BIG) / 2**20 / await _one_way(ends[0][1], ends[1][0], BIG, s.big, warm=64)]
+            if case == "rounds3":
+                return [s.rounds / await _rounds(ends, s.rounds, warm=100)]
+        finally:
+            if profiler is not None:
+                profiler.disable()
+    raise ValueError(case)
+
+
+# -- two processes: the receiver in a child --------------------------------------------------------------------------
+def _child(impl: str, k: Keys, ports: list[int], warm: int, n: int) -> None:
+    asyncio.run(_child_main(impl, k, ports, warm, n))
+
+
+async def _child_main(impl: str, k: Keys, ports: list[int], warm: int, n: int) -> None:
+    async with asyncio.timeout(300):
+        if impl == "stoffelnet":
+            async with open_network(stoffel_config(k, ports, 1)) as net:
+                await _child_receive(functools.partial(net.send, 0), functools.partial(net.receive_from, 0), warm, n)
+            return
+        accepted: asyncio.Queue[BareConn] = asyncio.Queue()
+        server = await bare_listen(k, ports[1], accepted.put_nowait)
+        conn = await accepted.get()
+        await conn.ready
+        await _child_receive(conn.send, conn.recv, warm, n)
+        await conn.recv()  # the parent's goodbye: it has read our acknowledgement
+        conn.close()
+        server.close()
+
+
+async def _child_receive(send: Send, recv: Recv, warm: int, n: int) -> None:
+    for count in (warm, n):
+        for _ in range(count):
+            await recv()
+        await send(ACK)
+
+
+async def _parent_send(send: Send, recv: Recv, payload: bytes, warm: int, n: int) -> float:
+    for _ in range(warm):
+        await send(payload)
+    await recv()
+    start = time.perf_counter()
+    for _ in range(n):
+        await send(payload)
+    await recv()
+    return time.perf_counter() - start
+
+
+async def _parent_main(impl: str, k: Keys, ports: list[int], payload: bytes, warm: int, n: int) -> float:
+    async with asyncio.timeout(300):
+        if impl == "stoffelnet":
+            async with open_network(stoffel_config(k, ports, 0)) as net:
+                return await _parent_send(
+                    functools.partial(net.send, 1), functools.partial(net.receive_from, 1), payload, warm, n
+                )
+        conn = await bare_dial(k, 0, ports[1], retry_for=30, high_water=_HIGH_WATER_PROCS)
+        elapsed = await _parent_send(conn.send, conn.recv, payload, warm, n)
+        await conn.send(b"bye")
+        await asyncio.sleep(0.05)
+        conn.close()
+        return elapsed
+
+
+def run_two_procs(impl: str, case: str, k: Keys, s: Sizes) -> list[float]:
+    payload, n, warm = (KIB, s.kib, 2000) if case == "kib" else (BIG, s.big, 64)
+    ports = free_ports(2)
+    child = multiprocessing.get_context("spawn").Process(target=_child, args=(impl, k, ports, warm, n), daemon=True)
+    child.start()
+    try:
+        elapsed = asyncio.run(_parent_main(impl, k, ports, payload, warm, n))
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+    if child.exitcode != 0:
+        raise RuntimeError(f"{impl} {case} receiver process exited with {child.exitcode}")
+    return [n / elapsed] if case == "kib" else [n * len(payload) / 2**20 / elapsed]
+
+
+# -- the table -------------------------------------------------------------------------------------------------------
+class Row(NamedTuple):
+    case: str
+    mode: str
+    unit: str
+    key: str
+    figure: int  # which figure of the measurement
+    higher: bool  # is a higher value better
+    target: float | None  # ratio stoffelnet / bare; None: no target
+    source: str  # which measured case
+
+
+ROWS = [
+    Row("64 B round trip, median", "1 proc", "µs", "rtt", 0, False, 1.15, "rtt"),
+    Row("64 B round trip, p99", "1 proc", "µs", "rtt", 1, False, None, "rtt"),  # of the best median's repeat
+    Row("1 KiB one way", "1 proc", "msg/s", "kib", 0, True, 0.9, "kib"),
+    Row("64 KiB one way", "1 proc", "MiB/s", "big", 0, True, 0.9, "big"),
+    Row("3-party all-to-all 64 B", "1 proc", "rounds/s", "rounds3", 0, True, 0.9, "rounds3"),
+    Row("1 KiB one way", "2 procs", "msg/s", "kib2", 0, True, 0.9, "kib"),
+    Row("64 KiB one way", "2 procs", "MiB/s", "big2", 0, True, 0.9, "big"),
+]
+
+
+def met(row: Row, ratio: float) -> str:
+    if row.target is None:
+        return "-"
+    return "yes" if (ratio >= row.target if row.higher else ratio <= row.target) else "NO"
+
+
+def target_text(row: Row) -> str:
+    if row.target is None:
+        return "-"
+    return f"{'>=' if row.higher else '<='} {row.target:.2f}x"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer messages and repeats (about a minute)")
+    parser.add_argument("--no-procs", action="store_true", help="skip the two-process one-way cases")
+    parser.add_argument("--profile", action="store_true", help="cProfile the stoffelnet side of every missed case")
+    args = parser.parse_args()
+    sizes, repeats = (QUICK, 3) if args.quick else (FULL, 5)
+
+    started = time.perf_counter()
+    best: dict[tuple[str, str], list[float]] = {}
+
+    def keep(impl: str, key: str, values: list[float], higher: bool) -> None:
+        old = best.get((impl, key))
+        if old is None or (values[0] > old[0] if higher else values[0] < old[0]):
+            best[(impl, key)] = values
+
+    with tempfile.TemporaryDirectory(prefix="stoffelnet-bench-") as folder:
+        k = make_keys(Path(folder))
+        for _ in range(repeats):
+            for case, higher in (("rtt", False), ("kib", True), ("big", True), ("rounds3", True)):
+                for impl in ("stoffelnet", "bare"):
+                    keep(impl, case, asyncio.run(run_case(impl, case, k, sizes)), higher)
+            if not args.no_procs:
+                for case in ("kib", "big"):
+                    for impl in ("stoffelnet", "bare"):
+                        keep(impl, case + "2", run_two_procs(impl, case, k, sizes), True)
+        elapsed = time.perf_counter() - started
+
+        print(
+            f"machine: {platform.machine()} {platform.system()} Python {platform.python_version()}, "
+            f"{ssl.OPENSSL_VERSION}, {os.cpu_count()} cpus; best of {repeats}, interleaved; {elapsed:.0f} s"
+        )
+        print(
+            f"sizes: {sizes.rtt} round trips, {sizes.kib} x 1 KiB, {sizes.big} x 64 KiB, {sizes.rounds} rounds; "
+            "ratio = stoffelnet / bare"
+        )
+        head = f"{'case':26} {'mode':7} {'stoffelnet':>11} {'unit':>8} {'bare':>11} {'ratio':>6}  {'target':9} met?"
+        print(head)
+        print("-" * len(head))
+        missed: list[str] = []
+        for row in ROWS:
+            if ("stoffelnet", row.key) not in best:
+                continue
+            value, base = best[("stoffelnet", row.key)][row.figure], best[("bare", row.key)][row.figure]
+            ratio = value / base
+            ok = met(row, ratio)
+            if ok == "NO" and row.source not in missed:
+                missed.append(row.source)
+            print(
+                f"{row.case:26} {row.mode:7} {value:11,.1f} {row.unit:>8} {base:11,.1f} {ratio:6.2f}  "
+                f"{target_text(row):9} {ok}"
+            )
+
+        if args.profile:
+            for case in missed:
+                profiler = cProfile.Profile()
+                asyncio.run(run_case("stoffelnet", case, k, QUICK, profiler))
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(25)
+                print(f"\n== cProfile, stoffelnet side of {case!r} (1 proc, both ends, --quick sizes), by own time ==")
+                print("\n".join(line for line in out.getvalue().splitlines() if line.strip()))
+
+
+if __name__ == "__main__":
+    main()
