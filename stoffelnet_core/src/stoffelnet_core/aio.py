@@ -15,6 +15,7 @@ from .transport import BytePipe, LinkInfo, PipeReceiver
 
 __all__ = ["ProtocolPipe"]
 
+_JOIN_BELOW = 16 * 1024  # chunks below this are joined into one write; larger ones go as they are (no copy)
 _HOLD_LIMIT = 256 * 1024  # bytes held before a receiver is attached; reading pauses above this
 
 
@@ -102,8 +103,25 @@ class ProtocolPipe(asyncio.Protocol, BytePipe):
             self._transport.write(data)
 
     def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
-        if self._transport is not None:
-            self._transport.writelines(chunks)
+        """Small chunks are joined first: asyncio's TLS makes one TLS record (and one SSL_write) per chunk."""
+        if self._transport is None:
+            return
+        out: list[bytes | bytearray | memoryview] = []
+        small: list[bytes | bytearray | memoryview] = []
+        for chunk in chunks:
+            if len(chunk) < _JOIN_BELOW:
+                small.append(chunk)
+                continue
+            if small:
+                out.append(b"".join(small))
+                small = []
+            out.append(chunk)
+        if small:
+            out.append(small[0] if len(small) == 1 else b"".join(small))
+        if len(out) == 1:
+            self._transport.write(out[0])
+        else:
+            self._transport.writelines(out)
 
     def pause_reading(self) -> None:
         if self._transport is not None:

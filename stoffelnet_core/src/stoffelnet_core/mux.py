@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from typing import NamedTuple
 
 import attrs
 
@@ -36,9 +37,11 @@ MAX_STREAMS = 4096  # streams a peer may open on one connection; each costs a wi
 _MAX_STREAM_ID = 0xFFFFFFFF
 
 
-@attrs.frozen
-class StreamDataReceived:
-    """Bytes arrived on `stream`; the receiver calls `Multiplexer.acknowledge` once it consumed them."""
+class StreamDataReceived(NamedTuple):
+    """Bytes arrived on `stream`; the receiver calls `Multiplexer.acknowledge` once it consumed them.
+
+    A NamedTuple (one per read on the hot path), like `frames.Data`.
+    """
 
     stream: int
     data: bytes
@@ -98,6 +101,11 @@ class Multiplexer:
         out.chunks.append(data)
         out.queued += n
         self._ready[stream] = None
+
+    @property
+    def wants_write(self) -> bool:
+        """True when `data_to_send` may return something (window updates, or queued data)."""
+        return bool(self._grants or self._ready)
 
     def queued(self, stream: int) -> int:
         """Bytes queued on `stream` and not yet returned by `data_to_send`."""

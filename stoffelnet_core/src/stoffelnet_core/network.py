@@ -61,6 +61,11 @@ MAX_STREAM = 0xFFFFFFFE  # stream s travels on channel s + 1, a 32-bit number
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
+def _deadline(timeout: float | None) -> contextlib.AbstractAsyncContextManager[object]:
+    """A timer only when there is a timeout: most waits have none, and a timer costs on every call."""
+    return asyncio.timeout(timeout) if timeout is not None else contextlib.nullcontext()
+
+
 def _check_args(stream: object, tag: object = None, data: object = b"") -> None:
     """Raise `InvalidArgument` for a bad stream id, tag or payload, before anything is queued or taken."""
     if type(stream) is not int or not 0 <= stream <= MAX_STREAM:
@@ -209,7 +214,7 @@ class _Member:
                 return sender, payload
         _check_args(stream)
         try:
-            async with asyncio.timeout(timeout):
+            async with _deadline(timeout):
                 while True:
                     self._check_open()
                     found = inbox.pop_any(stream)
@@ -231,7 +236,7 @@ class _Member:
         _check_args(stream, tag)
         table = self._parties if kind == _PARTY else self._clients
         try:
-            async with asyncio.timeout(timeout):
+            async with _deadline(timeout):
                 while True:
                     self._check_open()
                     item = inbox.pop_from(sender, stream, tag)
@@ -267,7 +272,7 @@ class _Member:
                 f"(max_frame_size {self.config.max_frame_size})"
             )
         try:
-            async with asyncio.timeout(timeout):
+            async with _deadline(timeout):
                 await conn.send(data, stream=stream, tag=tag)
         except TimeoutError:
             raise errors.Timeout(
@@ -544,12 +549,14 @@ class Network(_Member):
             raise errors.SendError(f"message of {len(data)} bytes exceeds the maximum of {self.max_message_size}")
         payload = bytes(data)
         try:
-            async with asyncio.timeout(timeout):
+            async with _deadline(timeout):
                 for party in range(len(self.config.parties)):
                     if party == self._me:
                         await self._send_self(payload, stream, tag, None)
-                    else:
-                        await self._send_on(self._party_conn(party), payload, stream, tag, None)
+                        continue
+                    conn = self._party_conn(party)
+                    if not conn.send_nowait(payload, stream=stream, tag=tag):  # fast path: room, no coroutine
+                        await self._send_on(conn, payload, stream, tag, None)
         except TimeoutError:
             raise errors.Timeout(f"broadcast waited {timeout}s for buffer space", timeout=timeout) from None
 
@@ -561,7 +568,7 @@ class Network(_Member):
             raise errors.SendError(f"message of {len(data)} bytes exceeds the maximum of {self.max_message_size}")
         src = self._self
         try:
-            async with asyncio.timeout(timeout):
+            async with _deadline(timeout):
                 while src.held.get(stream, 0) >= src.limit:
                     waiter = self._loop.create_future()
                     src.waiters.append(waiter)
@@ -636,7 +643,7 @@ class Network(_Member):
     async def wait_for_clients(self, count: int, *, timeout: float | None = None) -> list[ClientId]:
         """Wait until at least `count` clients are connected; returns their ids."""
         try:
-            async with asyncio.timeout(timeout):
+            async with _deadline(timeout):
                 while len(self.clients()) < count:
                     self._check_open()
                     await self._wait()
@@ -815,7 +822,7 @@ class NetworkManager(_Member):
     async def accept(self, *, timeout: float | None = None) -> PeerConnection:
         """The next authenticated incoming connection (party or client)."""
         try:
-            async with asyncio.timeout(timeout):
+            async with _deadline(timeout):
                 return await self._accepted.get()
         except TimeoutError:
             raise errors.Timeout(f"no connection accepted within {timeout}s", timeout=timeout) from None

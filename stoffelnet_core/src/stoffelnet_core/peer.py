@@ -285,12 +285,16 @@ class PeerConnection:
             # CreditAvailable: the flush below sends what the new credit allows
         if batch:
             self._deliver(batch)
-        self._schedule_flush()
+        if self._mux.wants_write or sess.has_outgoing:
+            self._schedule_flush()
 
     def _deliver(self, batch: list[session.MessageReceived]) -> None:
         counters = self.stats
         counters.messages_received += len(batch)
-        counters.bytes_received += sum(len(m.payload) for m in batch)
+        size = 0
+        for message in batch:
+            size += len(message.payload)
+        counters.bytes_received += size
         if self._sink is not None:
             self._sink.messages_received(self, batch)
 
