@@ -39,7 +39,7 @@ def make_acceptor() -> Session:
         role=ClientType.SERVER,
         local_id=1,
         dialer=False,
-        verify=lambda hs: identity.verify_peer(hs, TRUSTED, expect),
+        verify=lambda hs, _proven: identity.verify_peer(hs, TRUSTED, expect),
         max_frame_size=MAX_FRAME,
     )
 
@@ -49,7 +49,7 @@ def make_dialer() -> Session:
         role=ClientType.SERVER,
         local_id=0,
         dialer=True,
-        verify=lambda hs: identity.verify_peer(hs, TRUSTED, identity.Expectation(3, party=1)),
+        verify=lambda hs, _proven: identity.verify_peer(hs, TRUSTED, identity.Expectation(3, party=1)),
         max_frame_size=MAX_FRAME,
     )
 

@@ -24,12 +24,12 @@ TRUSTED = LinkInfo("test", trusted=True)
 PARTIES = 3
 
 
-def dialer_verify(handshake: Handshake) -> PeerIdentity:
+def dialer_verify(handshake: Handshake, proven: str | None = None) -> PeerIdentity:
     """Party 0 dialed party 1: exactly party 1 must answer."""
     return identity.verify_peer(handshake, TRUSTED, identity.Expectation(PARTIES, party=1))
 
 
-def acceptor_verify(handshake: Handshake) -> PeerIdentity:
+def acceptor_verify(handshake: Handshake, proven: str | None = None) -> PeerIdentity:
     """Party 1 accepts parties with a lower id."""
     return identity.verify_peer(handshake, TRUSTED, identity.Expectation(PARTIES, accept_parties_below=1))
 
@@ -139,7 +139,7 @@ def test_handshake_in_chunks() -> None:
 def test_simple_verify_lambdas() -> None:
     seen: list[Handshake] = []
 
-    def verify(handshake: Handshake) -> PeerIdentity:
+    def verify(handshake: Handshake, proven: str | None = None) -> PeerIdentity:
         seen.append(handshake)
         return PeerIdentity(ClientType.CLIENT, 42, fingerprint="sha256:00")
 
@@ -148,7 +148,7 @@ def test_simple_verify_lambdas() -> None:
         role=ClientType.CLIENT,
         local_id=None,
         dialer=True,
-        verify=lambda hs: PeerIdentity(ClientType.SERVER, 2),
+        verify=lambda hs, _proven: PeerIdentity(ClientType.SERVER, 2),
         nonce=b"n",
     )
     client.initiate()
@@ -248,7 +248,7 @@ def test_untrusted_link_is_refused() -> None:
         role=ClientType.SERVER,
         local_id=1,
         dialer=False,
-        verify=lambda hs: identity.verify_peer(
+        verify=lambda hs, _proven: identity.verify_peer(
             hs, LinkInfo("tcp"), identity.Expectation(PARTIES, accept_parties_below=1)
         ),
     )

@@ -14,7 +14,7 @@ from typing import Any
 import cbor2
 
 from . import errors
-from .frames import Ack, Close, Data, Envelope, Handshake, Kind, Tag
+from .frames import Ack, Close, Data, Envelope, Handshake, Kind, Proof, Tag
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -70,6 +70,8 @@ def encode(envelope: Envelope) -> bytes:
         fields = [int(Kind.ACK), envelope.stream, envelope.seq]
     elif isinstance(envelope, Close):
         fields = [int(Kind.CLOSE), envelope.reason]
+    elif isinstance(envelope, Proof):
+        fields = [int(Kind.PROOF), envelope.certificate, envelope.signature]
     else:
         raise TypeError(f"not an envelope: {envelope!r}")
     body = _dumps(fields)
@@ -164,6 +166,10 @@ def _decode_fields(fields: object, size: int, body: bytes | bytearray | memoryvi
         if n != 2 or type(fields[1]) is not str:
             raise errors.FramingError("a Close envelope has 2 fields: kind and a reason string")
         return Close(fields[1])
+    if kind == Kind.PROOF and type(kind) is int:
+        if n != 3:
+            raise errors.FramingError(f"a Proof envelope has 3 fields, got {n}")
+        return Proof(_bytes(fields[1], "certificate"), _bytes(fields[2], "signature"))
     raise errors.FramingError(f"unknown envelope kind {_show(kind)}")
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "Envelope",
     "Handshake",
     "Kind",
+    "Proof",
     "Tag",
 ]
 
@@ -37,6 +38,7 @@ class Kind(enum.IntEnum):
     DATA = 1
     ACK = 2
     CLOSE = 3
+    PROOF = 4
 
 
 @attrs.frozen
@@ -78,4 +80,15 @@ class Close:
     reason: str = ""
 
 
-Envelope = Handshake | Data | Ack | Close
+@attrs.frozen
+class Proof:
+    """The dialer's proof of key possession, for transports whose TLS does not authenticate the dialer (QUIC).
+
+    `signature` signs `proof_message(...)`: the acceptor's fresh nonce and proven key bind it to this connection.
+    """
+
+    certificate: bytes  # DER
+    signature: bytes
+
+
+Envelope = Handshake | Data | Ack | Close | Proof

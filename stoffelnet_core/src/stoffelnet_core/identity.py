@@ -73,8 +73,12 @@ class Expectation:
     client_pins: tuple[str, ...] = ()  # fingerprint of each client id (its position)
 
 
-def verify_peer(handshake: Handshake, info: LinkInfo, expect: Expectation) -> PeerIdentity:
-    """Return the authenticated identity, or raise `AuthenticationError` saying what did not match."""
+def verify_peer(handshake: Handshake, info: LinkInfo, expect: Expectation, proven: str | None = None) -> PeerIdentity:
+    """Return the authenticated identity, or raise `AuthenticationError` saying what did not match.
+
+    `proven` is the fingerprint a verified dialer `Proof` established; without it the transport's certificate is
+    the proof.
+    """
     try:
         role = ClientType(handshake.role)
     except ValueError:
@@ -110,7 +114,8 @@ def verify_peer(handshake: Handshake, info: LinkInfo, expect: Expectation) -> Pe
             )
     if info.trusted:
         return PeerIdentity(role, claimed, handshake.session_id)
-    proven = _proven_fingerprint(info, role, claimed)
+    if proven is None:
+        proven = _proven_fingerprint(info, role, claimed)
     _check_pin(proven, role, claimed, expect)
     return PeerIdentity(role, claimed, handshake.session_id, proven)
 

@@ -31,6 +31,8 @@ __all__ = [
     "generate_identity",
     "load_certificate",
     "load_identity",
+    "sign_proof",
+    "verify_proof",
     "write_identity",
 ]
 
@@ -121,6 +123,29 @@ def write_identity(
         f.write(identity.key_pem())
     os.chmod(key_path, 0o600)  # O_CREAT's mode does not apply to an existing file
     cert_path.write_bytes(identity.certificate_pem())
+
+
+def sign_proof(identity: Identity, message: bytes) -> tuple[bytes, bytes]:
+    """Our certificate (DER) and our signature over `message`."""
+    signature = identity.key.sign(message, ec.ECDSA(hashes.SHA256()))
+    return identity.certificate.public_bytes(serialization.Encoding.DER), signature
+
+
+def verify_proof(certificate: bytes, signature: bytes, message: bytes) -> str:
+    """The fingerprint of the key that signed `message`; raises `AuthenticationError` if the proof does not hold."""
+    try:
+        cert = x509.load_der_x509_certificate(certificate)
+        public = cert.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise errors.AuthenticationError(f"proof certificate holds a {type(public).__name__}, not an ECDSA key")
+        public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise errors.AuthenticationError(
+            "the dialer's proof signature does not verify: it does not hold the key"
+        ) from None
+    except ValueError as exc:
+        raise errors.AuthenticationError(f"the dialer's proof carries an unreadable certificate: {exc}") from None
+    return fingerprint(certificate)
 
 
 def _read(path: str | os.PathLike[str], what: str, key: str) -> bytes:

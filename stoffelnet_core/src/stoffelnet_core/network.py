@@ -22,7 +22,7 @@ from typing import Any, Self
 
 import attrs
 
-from . import codec, errors, identity, session
+from . import codec, errors, identity, keys, session
 from .config import Config
 from .frames import Tag
 from .ids import Address, ClientId, ClientType, Node, PartyId
@@ -118,6 +118,8 @@ class _Member:
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
+        # Our own key, for transports whose TLS does not authenticate the dialer (core's Proof signs with it).
+        self._identity = keys.load_identity(config.tls.cert, config.tls.key) if config.tls is not None else None
         self._listener: Listener | None = None
 
     # -- sink (called by connections) ------------------------------------------------------------------------------
@@ -290,9 +292,11 @@ class _Member:
     def _new_connection(self, pipe: BytePipe, *, dialer: bool, expect: identity.Expectation) -> PeerConnection:
         info = pipe.info
 
-        def verify(handshake: Any) -> session.PeerIdentity:
-            return identity.verify_peer(handshake, info, expect)
+        def verify(handshake: Any, proven: str | None) -> session.PeerIdentity:
+            return identity.verify_peer(handshake, info, expect, proven)
 
+        own = self._identity
+        prover = (lambda message: keys.sign_proof(own, message)) if own is not None else None
         role, local_id = self._local_identity()
         sess = session.Session(
             role=role,
@@ -302,6 +306,10 @@ class _Member:
             session_id=self._session_id,
             nonce=os.urandom(16),
             max_frame_size=self.config.max_frame_size,
+            dialer_proof=info.dialer_proof and not info.trusted,
+            prover=prover,
+            proof_verifier=keys.verify_proof if own is not None else None,
+            local_fingerprint=own.fingerprint if own is not None else "",
         )
         return PeerConnection(
             pipe,

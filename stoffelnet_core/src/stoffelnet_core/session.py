@@ -26,8 +26,9 @@ from typing import NamedTuple
 import attrs
 
 from . import codec, errors
-from .frames import PROTOCOL_VERSION, Ack, Close, Data, Handshake, Tag
+from .frames import PROTOCOL_VERSION, Ack, Close, Data, Handshake, Proof, Tag
 from .ids import ClientType
+from .proof import proof_message
 
 __all__ = [
     "CONTROL_CHANNEL",
@@ -60,8 +61,15 @@ class PeerIdentity:
     fingerprint: str | None = None
 
 
-Verifier = Callable[[Handshake], PeerIdentity]
-"""Checks a peer's Handshake against what the transport proved; raises `AuthenticationError` on a mismatch."""
+Verifier = Callable[[Handshake, str | None], PeerIdentity]
+"""Checks a peer's Handshake against the key it proved: the transport's, or (when not None) the fingerprint a
+verified `Proof` established. Raises `AuthenticationError` on a mismatch."""
+
+Prover = Callable[[bytes], tuple[bytes, bytes]]
+"""Signs a proof message with our key: returns (our certificate DER, signature)."""
+
+ProofVerifier = Callable[[bytes, bytes, bytes], str]
+"""(certificate DER, signature, message) -> fingerprint of the key that signed; raises `AuthenticationError`."""
 
 
 class SessionState(enum.Enum):
@@ -130,6 +138,10 @@ class Session:
         local_id: int | None,
         dialer: bool,
         verify: Verifier,
+        dialer_proof: bool = False,
+        prover: Prover | None = None,
+        proof_verifier: ProofVerifier | None = None,
+        local_fingerprint: str = "",
         session_id: bytes = b"",
         nonce: bytes = b"",
         max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
@@ -142,6 +154,11 @@ class Session:
         self.sent_close = False
         self.received_close = False
         self._verify = verify
+        self._dialer_proof = dialer_proof  # the transport did not authenticate the dialer: a Proof must
+        self._prover = prover
+        self._proof_verifier = proof_verifier
+        self._local_fingerprint = local_fingerprint
+        self._awaiting_proof: Handshake | None = None  # acceptor: the dialer's claim, until its Proof verifies
         self._handshake = Handshake(role.value, local_id, PROTOCOL_VERSION, session_id, nonce)
         self._max_frame_size = max_frame_size
         self._channels: dict[int, _Channel] = {}
@@ -247,7 +264,11 @@ class Session:
             if channel != CONTROL_CHANNEL:
                 raise errors.FramingError(f"control envelope {type(envelope).__name__} on data channel {channel}")
             if type(envelope) is Handshake:
-                events.append(self._on_handshake(envelope))
+                completed = self._on_handshake(envelope)
+                if completed is not None:
+                    events.append(completed)
+            elif type(envelope) is Proof:
+                events.append(self._on_proof(envelope))
             elif self.state is not SessionState.OPEN:
                 raise errors.FramingError(f"{type(envelope).__name__} before the handshake completed")
             elif type(envelope) is Close:
@@ -276,7 +297,7 @@ class Session:
             raise errors.FramingError("data frame after the peer's Close")
         raise errors.FramingError("data frame before the handshake completed")
 
-    def _on_handshake(self, handshake: Handshake) -> HandshakeCompleted:
+    def _on_handshake(self, handshake: Handshake) -> HandshakeCompleted | None:
         if self.state is not SessionState.HANDSHAKING:
             raise errors.FramingError("a second Handshake on an open connection")
         if self.dialer and not self._initiated:
@@ -285,11 +306,42 @@ class Session:
             raise errors.FramingError(
                 f"peer speaks protocol version {handshake.version}, this side speaks {PROTOCOL_VERSION}"
             )
-        peer = self._verify(handshake)
+        if not self.dialer and self._dialer_proof:
+            # Answer with our Handshake (its nonce is what the dialer must sign); nothing is accepted until the
+            # Proof verifies against the key pinned for the claim.
+            if self._proof_verifier is None:
+                raise errors.AuthenticationError("this side cannot verify a dialer's proof (no keys configured)")
+            self._awaiting_proof = handshake
+            self._outgoing.append((CONTROL_CHANNEL, codec.encode(self._handshake)))
+            return None
+        peer = self._verify(handshake, None)
+        if self.dialer and self._dialer_proof:
+            if self._prover is None or peer.fingerprint is None:
+                raise errors.AuthenticationError("this side cannot prove its key (no keys configured)")
+            own = self._handshake
+            assert own.id is not None
+            message = proof_message(handshake.nonce, peer.fingerprint, own.role, own.id, own.nonce)
+            certificate, signature = self._prover(message)
+            self._outgoing.append((CONTROL_CHANNEL, codec.encode(Proof(certificate, signature))))
         self.peer = peer
         self.state = SessionState.OPEN
         if not self.dialer:
             self._outgoing.append((CONTROL_CHANNEL, codec.encode(self._handshake)))
+        return HandshakeCompleted(peer)
+
+    def _on_proof(self, proof: Proof) -> HandshakeCompleted:
+        claim = self._awaiting_proof
+        if claim is None or self.state is not SessionState.HANDSHAKING:
+            raise errors.FramingError("a Proof that nobody asked for")
+        assert self._proof_verifier is not None  # checked when the claim arrived
+        if claim.id is None:
+            raise errors.AuthenticationError(f"a {claim.role} claimed no id")
+        message = proof_message(self._handshake.nonce, self._local_fingerprint, claim.role, claim.id, claim.nonce)
+        proven = self._proof_verifier(proof.certificate, proof.signature, message)
+        peer = self._verify(claim, proven)
+        self._awaiting_proof = None
+        self.peer = peer
+        self.state = SessionState.OPEN
         return HandshakeCompleted(peer)
 
     def consumed(self, channel: int, credit: int) -> int:

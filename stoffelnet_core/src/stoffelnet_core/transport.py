@@ -43,6 +43,7 @@ class LinkInfo:
     peer_certificate: bytes | None = None  # DER of the certificate the peer proved possession of in TLS
     alpn: str | None = None
     trusted: bool = False  # True only for in-process transports: the claimed identity is taken as proven
+    dialer_proof: bool = False  # the transport does not authenticate the dialer: core's handshake makes it sign
 
 
 class PipeReceiver(Protocol):
