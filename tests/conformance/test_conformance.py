@@ -13,7 +13,8 @@ from stoffelnet_core.testing import conformance
 TRANSPORTS = [
     "loopback",
     "tcp-tls",
-    # one line per transport: "quic", ...
+    "quic",
+    # one line per transport
 ]
 
 # Collect every conformance test here too, under this module's parametrized `stoffelnet_transport` fixture.

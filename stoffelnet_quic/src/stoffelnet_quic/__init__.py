@@ -1,4 +1,7 @@
-"""stoffelnet-quic: placeholder distribution; the quic transport arrives with its own issue."""
+"""stoffelnet-quic: QUIC on aioquic, with both sides' keys proven before anything is delivered."""
 
+from .options import QuicOptions
+from .transport import QuicTransport
+
+__all__ = ["QuicOptions", "QuicTransport", "__version__"]
 __version__ = "0.1.0"
-__all__ = ["__version__"]

@@ -1,7 +1,17 @@
-"""Entry point of the quic transport: not implemented in this version.
+"""Entry point of the quic transport (group ``stoffelnet.transports``)."""
 
-Loading it fails with a clear reason, so `stoffelnet transports` lists it as broken (never as usable) and a
-config selecting it gets a `PluginError` that says why.
-"""
+from __future__ import annotations
 
-raise ImportError("stoffelnet-quic 0.1.0 is a placeholder: the quic transport is not implemented yet")
+from collections.abc import Callable
+
+from stoffelnet_core.hookspecs import hookimpl
+from stoffelnet_core.transport import PLUGIN_API_VERSION, Transport
+
+from .transport import QuicTransport
+
+__all__ = ["PLUGIN_API_VERSION", "stoffelnet_register_transports"]
+
+
+@hookimpl
+def stoffelnet_register_transports(register: Callable[[type[Transport]], None]) -> None:
+    register(QuicTransport)
