@@ -9,7 +9,7 @@ import pytest
 
 
 @pytest.mark.skipif(shutil.which("stoffelnet") is None, reason="the stoffelnet console script is not installed")
-def test_stoffelnet_demo_runs_a_checked_multi_process_exchange_over_tcp_tls() -> None:
+def test_stoffelnet_demo_runs_a_checked_multi_process_exchange_over_quic() -> None:
     run = subprocess.run(
         ["stoffelnet", "demo", "--rounds", "20", "--size", "4096"],
         capture_output=True,
@@ -18,7 +18,7 @@ def test_stoffelnet_demo_runs_a_checked_multi_process_exchange_over_tcp_tls() ->
         check=False,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "tcp-tls" in run.stdout
+    assert "quic" in run.stdout
     assert "check                 PASSED" in run.stdout
     assert "messages checked      180" in run.stdout  # 3 parties x 3 senders x 20 rounds
     for member in ("party0", "party1", "party2", "client0", "client1"):

@@ -168,8 +168,8 @@ def _demo(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--size", type=int, default=1024, help="bytes per message (default 1024)")
     parser.add_argument(
         "--transport",
-        default="tcp-tls",
-        help="transport name (default tcp-tls: one OS process per member; loopback runs all in this process)",
+        default="quic",
+        help="transport name (default quic, the seed's: one OS process per member; loopback runs all in one)",
     )
 
     def run(args: argparse.Namespace) -> int:
@@ -210,7 +210,7 @@ def _certs(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--parties", type=int, required=True, help="number of parties (ids 0..N-1)")
     parser.add_argument("--clients", type=int, default=0, help="number of clients (default 0)")
     parser.add_argument("--out", required=True, help="folder to write into (made if missing)")
-    parser.add_argument("--transport", default="tcp-tls", help="transport the configs select (default tcp-tls)")
+    parser.add_argument("--transport", default="quic", help="transport the configs select (default quic)")
     parser.add_argument("--base-port", type=int, default=9000, help="party i listens on port P+i (default 9000)")
     parser.add_argument(
         "--hosts", help="comma-separated host of each party, in id order (default 127.0.0.1 for every party)"

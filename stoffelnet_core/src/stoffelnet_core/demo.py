@@ -32,7 +32,7 @@ async def run_processes(
     clients: int = 2,
     rounds: int = 100,
     size: int = 1024,
-    transport: str = "tcp-tls",
+    transport: str = "quic",
     out: TextIO | None = None,
     timeout: float = 300.0,
     sizes: Sequence[int] | None = None,

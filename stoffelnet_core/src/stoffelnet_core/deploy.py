@@ -115,7 +115,7 @@ def make_deployment(
     *,
     parties: int,
     clients: int = 0,
-    transport: str = "tcp-tls",
+    transport: str = "quic",
     base_port: int = 9000,
     hosts: Sequence[str] | None = None,
     force: bool = False,
