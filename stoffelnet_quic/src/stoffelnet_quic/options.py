@@ -22,6 +22,9 @@ _MAX_DATAGRAM = 16384
 @attrs.frozen
 class QuicOptions:
     idle_timeout_ms: int = 300_000  # the seed's value; QUIC closes a connection silent for this long
+    keepalive_interval_ms: int = (
+        5_000  # a PING this often keeps NATs open and finds a silent peer (seed: idle/6, <=5 s)
+    )
     max_datagram_size: int = 1200  # fits every path MTU QUIC supports (RFC 9000 §14)
     congestion_control: str = "reno"
     max_data: int = 16 * 1024 * 1024  # connection-level flow-control window

@@ -67,9 +67,14 @@ def _address(value: object) -> Address | None:
 class QuicPipe(BytePipe):
     """Core's byte pipe over QUIC stream 0 of one connection."""
 
-    def __init__(self, protocol: _Protocol, info: LinkInfo) -> None:
+    def __init__(self, protocol: _Protocol, info: LinkInfo, keepalive: float = 0.0) -> None:
         self.info = info
         self._protocol = protocol
+        self._keepalive = keepalive
+        self._ping: asyncio.TimerHandle | None = None
+        self._pings = 0
+        if keepalive > 0:
+            self._ping = asyncio.get_running_loop().call_later(keepalive, self._send_ping)
         self._receiver: PipeReceiver | None = None
         self._held: list[bytes] = []
         self._eof_held = False
@@ -97,9 +102,19 @@ class QuicPipe(BytePipe):
             self._finish_stream()
             self._terminate()
 
+    def _send_ping(self) -> None:
+        if self._lost is not None:
+            return
+        self._pings += 1
+        self._protocol._quic.send_ping(self._pings)
+        self._protocol.transmit()
+        self._ping = asyncio.get_running_loop().call_later(self._keepalive, self._send_ping)
+
     def terminated(self, exc: BaseException | None) -> None:
         if self._lost is not None:
             return
+        if self._ping is not None:
+            self._ping.cancel()
         self._lost = (exc,)
         self._closing = True
         if self._receiver is not None:
@@ -222,6 +237,7 @@ class QuicTransport(Transport):
             raise errors.ConfigError("the quic transport needs [tls] cert and key", key="tls")
         keys.load_identity(creds.cert, creds.key)  # clear errors now: missing, mismatched, expired
         self._creds = creds
+        self._keepalive = min(self.options.keepalive_interval_ms, self.options.idle_timeout_ms // 2) / 1000
 
     def _configuration(self, *, client: bool, alpn: list[str]) -> QuicConfiguration:
         opts = self.options
@@ -261,7 +277,7 @@ class QuicTransport(Transport):
 
         def ready(protocol: _Protocol) -> None:
             alpn = protocol._quic.tls.alpn_negotiated
-            pipe = QuicPipe(protocol, self._info(protocol, holder.get("t"), alpn))
+            pipe = QuicPipe(protocol, self._info(protocol, holder.get("t"), alpn), self._keepalive)
             protocol.pipe = pipe
             on_pipe(pipe)
 
@@ -317,7 +333,7 @@ class QuicTransport(Transport):
         except BaseException:
             transport.close()
             raise
-        pipe = QuicPipe(protocol, self._info(protocol, transport, ALPN[role]))
+        pipe = QuicPipe(protocol, self._info(protocol, transport, ALPN[role]), self._keepalive)
         pipe.on_lost = transport.close
         protocol.pipe = pipe
         return pipe
