@@ -24,13 +24,13 @@ def test_writes_the_folder_and_prints_a_summary(tmp_path: Path, capsys: pytest.C
     out = tmp_path / "deploy"
     assert certs("--parties", "3", "--clients", "2", "--out", str(out)) == 0
     printed, err = capsys.readouterr()
-    assert err == ""  # tcp-tls is installed: no note
+    assert err == ""  # quic (the default) is installed: no note
     stems = ["party0", "party1", "party2", "client0", "client1"]
     assert {p.name for p in out.iterdir()} == {f"{s}.{ext}" for s in stems for ext in ("key", "pem", "toml")}
     for stem in stems:
         assert stat.S_IMODE(os.stat(out / f"{stem}.key").st_mode) == 0o600
     lines = printed.splitlines()
-    assert lines[0] == f"wrote 3 parties and 2 clients (tcp-tls) to {out}"
+    assert lines[0] == f"wrote 3 parties and 2 clients (quic) to {out}"
     assert lines[2].split() == ["MEMBER", "ADDRESS", "LISTEN", "FINGERPRINT"]
     rows = {line.split()[0]: line.split() for line in lines[3:8]}
     for i in range(3):

@@ -45,7 +45,7 @@ def test_writes_a_key_certificate_and_config_per_member(made: Deployment, tmp_pa
     assert [m.name for m in made.members] == ["party0", "party1", "party2", "client0", "client1"]
     assert [m.role for m in made.members] == [ClientType.SERVER] * 3 + [ClientType.CLIENT] * 2
     assert [m.id for m in made.members] == [0, 1, 2, 0, 1]
-    assert made.transport == "tcp-tls"
+    assert made.transport == "quic"  # the default
 
 
 def test_keys_are_mode_0600_and_the_rest_is_not_writable_by_others(made: Deployment) -> None:
@@ -74,7 +74,7 @@ def test_party_configs_pin_every_party_and_allowlist_the_clients_in_order(made: 
     out = made.out
     for i, path in enumerate(made.party_configs):
         config = load_config(path)
-        assert config.transport == "tcp-tls"
+        assert config.transport == "quic"
         assert config.party_id == i
         assert config.client_id is None
         assert config.tls is not None
