@@ -20,7 +20,6 @@ from .transport import BytePipe, LinkInfo
 __all__ = ["ConnectionState", "MessageSink", "PeerConnection"]
 
 log = logging.getLogger("stoffelnet.peer")
-_OPEN = session.SessionState.OPEN
 
 
 class ConnectionState(enum.Enum):
@@ -154,10 +153,11 @@ class PeerConnection:
         return True
 
     async def send(self, data: bytes | bytearray | memoryview, *, stream: int = 0, tag: Tag | None = None) -> None:
-        """Queue one message on `stream`; waits while that stream's queued bytes are over the limit."""
-        channel = stream + 1  # session.channel_for, inlined: this is the hot path
-        mx = self._mux
-        while mx.queued(channel) >= self._send_limit:
+        """Queue one message on `stream`; waits while that stream's queued bytes are over the limit.
+
+        A cancellation while waiting leaves nothing queued.
+        """
+        while not self.send_nowait(data, stream=stream, tag=tag):
             self._check_sendable()
             waiter = self._loop.create_future()
             self._send_waiters.append(waiter)
@@ -166,16 +166,6 @@ class PeerConnection:
             finally:
                 if waiter in self._send_waiters:
                     self._send_waiters.remove(waiter)
-        sess = self._session
-        if self.state is not ConnectionState.CONNECTED or sess.state is not _OPEN or sess.sent_close:
-            self._check_sendable()
-        mx.send(channel, sess.send_data(stream, data, tag))
-        counters = self.stats
-        counters.messages_sent += 1
-        counters.bytes_sent += len(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
 
     async def send_on_stream(self, stream: int, data: bytes | bytearray | memoryview) -> None:
         """The seed's name for `send` on a given stream."""

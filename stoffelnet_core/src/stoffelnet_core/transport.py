@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import attrs
 
@@ -27,6 +27,7 @@ __all__ = [
     "PipeReceiver",
     "Transport",
     "TransportContext",
+    "read_options",
 ]
 
 PLUGIN_API_VERSION = 1
@@ -129,6 +130,30 @@ class TransportContext:
     connect_timeout: float = 30.0  # seconds, for one dial attempt (core retries)
     party_certificates: tuple[str, ...] = ()  # PEM files of every party: what a dialer may reach
     client_certificates: tuple[str, ...] = ()  # PEM files of every allowed client: what a party may also accept
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+def read_options(cls: type[OptionsT], transport: str, options: Mapping[str, Any]) -> OptionsT:
+    """Build a transport's frozen options class from its ``[transport_options.<transport>]`` table.
+
+    Unknown keys and non-positive integers are refused with a `ConfigError` naming the key; a field whose default
+    is a string takes a string. The transport checks ranges and choices after this.
+    """
+    from . import errors
+
+    fields = {f.name: f for f in attrs.fields(cls)}  # type: ignore[arg-type]
+    for key, value in options.items():
+        where = f"transport_options.{transport}.{key}"
+        if key not in fields:
+            raise errors.ConfigError(f"unknown key {where}; known keys: {', '.join(sorted(fields))}", key=where)
+        if isinstance(fields[key].default, str):
+            if not isinstance(value, str):
+                raise errors.ConfigError(f"{where} must be a string, got {value!r}", key=where, value=value)
+        elif type(value) is not int or value <= 0:
+            raise errors.ConfigError(f"{where} must be a positive integer, got {value!r}", key=where, value=value)
+    return cls(**dict(options))
 
 
 class Transport(abc.ABC):

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from stoffelnet_core import errors
+from stoffelnet_core.transport import read_options
 
 __all__ = ["QuicOptions"]
 
@@ -32,24 +33,19 @@ class QuicOptions:
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> QuicOptions:
-        known = {f.name for f in attrs.fields(cls)}
-        for key, value in options.items():
-            where = f"transport_options.quic.{key}"
-            if key not in known:
-                raise errors.ConfigError(f"unknown key {where}; known keys: {', '.join(sorted(known))}", key=where)
-            if key == "congestion_control":
-                if value not in _CONGESTION:
-                    raise errors.ConfigError(
-                        f"{where} must be one of {_CONGESTION}, got {value!r}", key=where, value=value
-                    )
-            elif type(value) is not int or value <= 0:
-                raise errors.ConfigError(f"{where} must be a positive integer, got {value!r}", key=where, value=value)
-        result = cls(**dict(options))
+        result = read_options(cls, "quic", options)
+        if result.congestion_control not in _CONGESTION:
+            raise errors.ConfigError(
+                f"transport_options.quic.congestion_control must be one of {_CONGESTION}, "
+                f"got {result.congestion_control!r}",
+                key="transport_options.quic.congestion_control",
+                value=result.congestion_control,
+            )
         if not 1200 <= result.max_datagram_size <= _MAX_DATAGRAM:
             size = result.max_datagram_size
             raise errors.ConfigError(
                 f"transport_options.quic.max_datagram_size must be in 1200..{_MAX_DATAGRAM}, got {size}",
                 key="transport_options.quic.max_datagram_size",
-                value=result.max_datagram_size,
+                value=size,
             )
         return result

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from stoffelnet_core import errors
+from stoffelnet_core.transport import read_options
 
 __all__ = ["TcpTlsOptions"]
 
@@ -19,11 +19,4 @@ class TcpTlsOptions:
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> TcpTlsOptions:
-        known = {f.name for f in attrs.fields(cls)}
-        for key, value in options.items():
-            where = f"transport_options.tcp-tls.{key}"
-            if key not in known:
-                raise errors.ConfigError(f"unknown key {where}; known keys: {', '.join(sorted(known))}", key=where)
-            if type(value) is not int or value <= 0:
-                raise errors.ConfigError(f"{where} must be a positive integer, got {value!r}", key=where, value=value)
-        return cls(**dict(options))
+        return read_options(cls, "tcp-tls", options)
