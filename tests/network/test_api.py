@@ -131,3 +131,11 @@ def _with(config: sn.Config, **changes: object) -> sn.Config:
     import attrs
 
     return attrs.evolve(config, **changes)  # type: ignore[arg-type]
+
+
+async def test_stats_report_the_handshake_round_trip_on_the_dialing_side() -> None:
+    async with local_network(2, transport="tcp-tls") as lan:
+        rtt = lan[0].stats().peers[1].last_rtt  # party 0 dialed party 1
+        assert rtt is not None
+        assert 0 < rtt < 5
+        assert lan[0].stats().peers[1].reconnects == 0

@@ -49,6 +49,8 @@ class PeerStats:
     send_buffered: int
     receive_buffered: int
     state: ConnectionState
+    reconnects: int = 0  # times this peer connected again after its connection was lost
+    last_rtt: float | None = None  # seconds: the round trip of the last handshake this side dialed
 
 
 @attrs.frozen
@@ -121,6 +123,7 @@ class _Member:
         # Our own key, for transports whose TLS does not authenticate the dialer (core's Proof signs with it).
         self._identity = keys.load_identity(config.tls.cert, config.tls.key) if config.tls is not None else None
         self._listener: Listener | None = None
+        self._reconnects: dict[tuple[ClientType, int], int] = {}
 
     # -- sink (called by connections) ------------------------------------------------------------------------------
     def handshake_completed(self, conn: PeerConnection) -> None:
@@ -133,6 +136,10 @@ class _Member:
             raise errors.AuthenticationError(
                 f"{what} {peer.id} is already connected; refusing a second connection that claims it", peer=peer.id
             )
+        if old is not None and old is not conn and old.state is ConnectionState.DISCONNECTED:
+            key = (peer.role, peer.id)
+            self._reconnects[key] = self._reconnects.get(key, 0) + 1
+            log.info("%s %d connected again (reconnect %d)", peer.role.value, peer.id, self._reconnects[key])
         table[peer.id] = conn
         self._wake()
 
@@ -410,7 +417,7 @@ class _Member:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _peer_stats(self, table: dict[int, PeerConnection]) -> dict[int, PeerStats]:
+    def _peer_stats(self, table: dict[int, PeerConnection], role: ClientType) -> dict[int, PeerStats]:
         out: dict[int, PeerStats] = {}
         for pid, conn in sorted(table.items()):
             c = conn.stats
@@ -422,6 +429,8 @@ class _Member:
                 conn.send_buffered(),
                 conn.receive_buffered(),
                 conn.state,
+                self._reconnects.get((role, pid), 0),
+                c.last_rtt,
             )
         return out
 
@@ -486,7 +495,7 @@ class Network(_Member):
         return conn
 
     def stats(self) -> NetworkStats:
-        peers = self._peer_stats(self._parties)
+        peers = self._peer_stats(self._parties, ClientType.SERVER)
         peers[self._me] = PeerStats(
             self._self.messages,
             self._self.bytes,
@@ -496,7 +505,7 @@ class Network(_Member):
             sum(self._self.held.values()),
             ConnectionState.CLOSED if self._closed else ConnectionState.CONNECTED,
         )
-        return NetworkStats(dict(sorted(peers.items())), self._peer_stats(self._clients))
+        return NetworkStats(dict(sorted(peers.items())), self._peer_stats(self._clients, ClientType.CLIENT))
 
     # -- sending ---------------------------------------------------------------------------------------------------
     async def send(
@@ -764,7 +773,7 @@ class Client(_Member):
         return await self._receive_one(_PARTY, party, stream, None, timeout)
 
     def stats(self) -> NetworkStats:
-        return NetworkStats(self._peer_stats(self._parties), {})
+        return NetworkStats(self._peer_stats(self._parties, ClientType.SERVER), {})
 
     async def _start(self) -> None:
         conns = await asyncio.gather(

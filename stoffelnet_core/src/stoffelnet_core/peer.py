@@ -70,6 +70,7 @@ class PeerConnection:
         self._sink = sink
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
+        self._handshake_started = 0.0
         self._write_paused = False
         self._send_waiters: list[asyncio.Future[None]] = []
         self._handshake: asyncio.Future[session.PeerIdentity] = self._loop.create_future()
@@ -115,6 +116,7 @@ class PeerConnection:
         aborted.
         """
         if self._session.dialer:
+            self._handshake_started = self._loop.time()
             self._session.initiate()
             self._schedule_flush()
         try:
@@ -261,6 +263,8 @@ class PeerConnection:
                     if type(sev) is session.CreditReturned:
                         self._mux.acknowledge(sev.channel, sev.amount)
                     elif type(sev) is session.HandshakeCompleted:
+                        if sess.dialer:  # our Handshake out, theirs back: one round trip
+                            self.stats.last_rtt = self._loop.time() - self._handshake_started
                         if sink is not None:
                             sink.handshake_completed(self)
                         if not self._handshake.done():
@@ -413,9 +417,10 @@ class PeerConnection:
 
 
 class _PeerCounters:
-    __slots__ = ("bytes_received", "bytes_sent", "messages_received", "messages_sent")
+    __slots__ = ("bytes_received", "bytes_sent", "last_rtt", "messages_received", "messages_sent")
 
     def __init__(self) -> None:
+        self.last_rtt: float | None = None
         self.messages_sent = 0
         self.bytes_sent = 0
         self.messages_received = 0
