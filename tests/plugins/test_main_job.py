@@ -21,5 +21,6 @@ def test_stoffelnet_demo_runs_a_checked_multi_process_exchange_over_quic() -> No
     assert "quic" in run.stdout
     assert "check                 PASSED" in run.stdout
     assert "messages checked      180" in run.stdout  # 3 parties x 3 senders x 20 rounds
+    assert "mpc check             PASSED (sum = 57, product = 740; 2 clients checked)" in run.stdout  # 20 + 37
     for member in ("party0", "party1", "party2", "client0", "client1"):
         assert f"{member} finished: ok" in run.stdout

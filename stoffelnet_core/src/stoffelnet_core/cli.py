@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import deploy, errors, plugins
+from .ping import setup_ping_command
 from .transport import PLUGIN_API_VERSION
 
 __all__ = ["COMMANDS", "Runner", "Setup", "command", "main"]
@@ -158,9 +159,13 @@ def _table(found: Sequence[plugins.TransportInfo], out: TextIO) -> None:
 
 @command("demo")
 def _demo(parser: argparse.ArgumentParser) -> Runner:
-    """The main job: parties and clients exchange messages over a real stack, every message checked.
+    """The main job: a real MPC computation among N parties and M clients, then checked all-to-all rounds.
 
-    Exits 0 only if every check passed.
+    Makes keys and configs in a temporary folder and starts every party and client as its own OS process on
+    127.0.0.1. Clients Shamir-share their inputs; the parties compute the sum and the product of the first two
+    (BGW) and open them; each client checks them. Then R rounds of all-to-all broadcast of BYTES-sized messages,
+    every message checked. Exits 0 only if every check passed; when a member fails it is named and the exit
+    status is 1. Ctrl-C stops every process cleanly.
     """
     parser.add_argument("--parties", type=int, default=3, help="number of parties (default 3)")
     parser.add_argument("--clients", type=int, default=2, help="number of clients (default 2)")
@@ -173,27 +178,31 @@ def _demo(parser: argparse.ArgumentParser) -> Runner:
     )
 
     def run(args: argparse.Namespace) -> int:
-        import asyncio
-
         from .demo import report, run_demo, run_processes
+        from .runner import Interrupted, run_interruptible
 
         if args.parties < 1 or args.clients < 0 or args.rounds < 0 or args.size < 0:
             raise errors.ConfigError("--parties must be >= 1; --clients, --rounds and --size >= 0")
         print(
             f"stoffelnet demo: {args.parties} parties, {args.clients} clients, {args.rounds} rounds of "
-            f"{args.size} B over {args.transport}"
+            f"{args.size} B over {args.transport}",
+            flush=True,
         )
         runner = run_demo if args.transport == "loopback" else run_processes
-        result = asyncio.run(
-            runner(
-                parties=args.parties,
-                clients=args.clients,
-                rounds=args.rounds,
-                size=args.size,
-                transport=args.transport,
-                out=sys.stdout,
+        try:
+            result = run_interruptible(
+                runner(
+                    parties=args.parties,
+                    clients=args.clients,
+                    rounds=args.rounds,
+                    size=args.size,
+                    transport=args.transport,
+                    out=sys.stdout,
+                )
             )
-        )
+        except Interrupted as exc:  # every process it started has been stopped and reaped
+            print(f"stoffelnet: {exc}; every member was stopped", file=sys.stderr)
+            return exc.exit_status
         report(result)
         return EXIT_OK if result.ok else 1
 
@@ -285,6 +294,75 @@ def _certs_summary(deployment: deploy.Deployment, out: TextIO) -> None:
         print("  client J's host:  clientJ.toml, clientJ.key, clientJ.pem and every party*.pem", file=out)
     print("  a key (*.key) is secret: copy it only to its own member's host, and keep it mode 0600", file=out)
     print("  then each member runs with its own config: stoffelnet_core.load_config('partyK.toml')", file=out)
+    print("  or runs the demo's computation: stoffelnet party partyK.toml / client clientJ.toml --input X", file=out)
+
+
+@command("party")
+def _party(parser: argparse.ArgumentParser) -> Runner:
+    """One party of the demo's MPC computation, from its config (as `stoffelnet certs` writes it).
+
+    Joins the network, takes a Shamir share of each client's input, computes its shares of the sum and of the
+    product of the first two inputs (one BGW multiplication with the other parties) and sends them to every client;
+    then runs --rounds all-to-all rounds, every message checked. Exits 0 once it has served every configured client
+    (and the rounds passed); 1 when something failed (stderr says what and, for a crash, which member); 130/143 on
+    SIGINT/SIGTERM, after closing its connections.
+    """
+    from .runner import add_member_arguments
+
+    parser.add_argument("config", help="this party's config file (partyK.toml)")
+    add_member_arguments(parser, "party")
+    parser.add_argument("--json", action="store_true", help="print the run's result as one JSON line on stdout")
+
+    def run(args: argparse.Namespace) -> int:
+        return _run_member("party", args)
+
+    return run
+
+
+@command("client")
+def _client(parser: argparse.ArgumentParser) -> Runner:
+    """One client of the demo's MPC computation: give --input, print the opened `sum = ...` and `product = ...`.
+
+    Shamir-shares the input to every party and reconstructs the results from the parties' shares, checking that
+    all shares agree. The plain results cannot be checked by a client alone (it knows only its own input); give
+    --expect-sum and --expect-product to check them. Exits 0 when the results were opened (and matched any
+    expectation), 1 otherwise.
+    """
+    from .runner import add_member_arguments
+
+    parser.add_argument("config", help="this client's config file (clientJ.toml)")
+    add_member_arguments(parser, "client", input_required=True)
+    parser.add_argument("--json", action="store_true", help="also print the run's result as one JSON line")
+
+    def run(args: argparse.Namespace) -> int:
+        return _run_member("client", args)
+
+    return run
+
+
+def _run_member(role: str, args: argparse.Namespace) -> int:
+    from .runner import print_results, run_member
+
+    result, status = run_member(role, args)
+    print_results(result)
+    if role == "party" and result.get("ok"):
+        served = result.get("clients_served", 0)
+        line = f"party {result.get('id')}: served {served} client{'' if served == 1 else 's'}"
+        latencies = sorted(result.get("latencies_s", []))
+        if latencies:
+            line += f"; {len(latencies)} rounds checked, median {latencies[len(latencies) // 2] * 1000:.3f} ms"
+        print(line)
+    if args.json:
+        print(json.dumps(result))
+    sys.stdout.flush()
+    for failure in result.get("failures", []):
+        print(f"stoffelnet: {'error' if status == EXIT_ERROR else role}: {failure}", file=sys.stderr)
+    if result.get("lost_peers"):
+        print(f"stoffelnet: lost the connection to {', '.join(result['lost_peers'])}", file=sys.stderr)
+    return int(status)
+
+
+command("ping")(setup_ping_command)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "AuthenticationError",
     "ClientNotFound",
+    "ComputationError",
     "ConfigError",
     "ConnectionError",
     "ConnectionLost",
@@ -141,3 +142,16 @@ class ConfigError(StoffelnetError, ValueError):
 
 class PluginError(StoffelnetError):
     """A transport plugin is missing, broken, or incompatible."""
+
+
+# -- computation ---------------------------------------------------------------------------------------------------
+class ComputationError(StoffelnetError):
+    """An MPC computation (`stoffelnet_core.computation`) got values it cannot use: a share that is not a field
+    element, or result shares that do not lie on one polynomial of the agreed degree.
+
+    `member` names the party or client at fault (``"party 2"``) when it can be told, else None.
+    """
+
+    def __init__(self, message: str, *, member: str | None = None) -> None:
+        super().__init__(message)
+        self.member = member

@@ -1,12 +1,19 @@
-"""One member of the checked exchange, run from its own config: what `stoffelnet demo` starts per process.
+"""One member of the demo's computation, run from its own config: what `stoffelnet demo` starts per process, and
+what `stoffelnet party` / `stoffelnet client` run.
 
-    python -m stoffelnet_core.runner party party0.toml --rounds 50 --sizes 64,1024,1048576 --clients 2
-    python -m stoffelnet_core.runner client client0.toml --input 7
+    python -m stoffelnet_core.runner party party0.toml --clients 2 --rounds 50 --sizes 64,1024,1048576 --progress
+    python -m stoffelnet_core.runner client client0.toml --input 7 --expect-sum 66 --expect-product 680
 
-A party serves every configured client (one input in, its digest back), then runs the rounds: each round it
-broadcasts a message whose content is fixed by (sender, round, size) and takes one message from every party, in
-order. Every message is checked for content, sender, order and exactly-once delivery. The result is one JSON line
-on stdout; the exit status is 0 only if every check passed.
+A party first runs its part of the MPC computation for its clients (`computation.party_compute`), then the rounds:
+each round it broadcasts a message whose content is fixed by (sender, round, size) and takes one message from
+every party, in order, checking content, sender, order and exactly-once delivery. A client gives its input
+(`computation.client_compute`), prints the opened results (``sum = ...``, ``product = ...``) and checks them against
+the expected values when it is given them. The last line on stdout is one JSON object saying what was measured and
+checked; the exit status is 0 only if every check passed.
+
+When something fails the JSON names the failure and, under ``lost_peers``, every member whose connection was lost
+(not closed) at that moment: when a party crashes, the others name it. SIGINT and SIGTERM stop a member cleanly (its
+connections are closed, the JSON says ``interrupted``) with exit status 130 or 143.
 """
 
 from __future__ import annotations
@@ -15,19 +22,38 @@ import argparse
 import asyncio
 import hashlib
 import json
-import logging
+import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
-from . import errors
+import attrs
+
+from . import computation, errors, logs, mpc
+from .computation import Results
 from .config import Config, load_config
-from .network import open_client, open_network
+from .network import Client, Network, open_client, open_network
+from .peer import ConnectionState
 
-__all__ = ["expected_payload", "run_client", "run_party"]
+__all__ = [
+    "Interrupted",
+    "RunState",
+    "add_member_arguments",
+    "expected_payload",
+    "member_name",
+    "print_results",
+    "run_client",
+    "run_interruptible",
+    "run_member",
+    "run_party",
+]
 
 _TIMEOUT = 60.0  # seconds any one wait may take before the run is declared failed
+_CLOSE_GRACE = 3.0  # seconds an interrupted run gets to close its connections before it stops waiting for peers
+_T = TypeVar("_T")
+ProgressCallback = Callable[[int, int], None]
+"""Called with (rounds done, rounds in all)."""
 
 
 def expected_payload(sender: int, round_no: int, size: int) -> bytes:
@@ -38,97 +64,380 @@ def expected_payload(sender: int, round_no: int, size: int) -> bytes:
     return (head + body)[:size] if size >= len(head) else head[:size]
 
 
-def client_input(client: int, value: int) -> bytes:
-    return f"input of client {client}: {value}".encode()
+def member_name(config: Config) -> str:
+    """``party<i>`` or ``client<j>``: the member a config is for, as `deploy` names its files."""
+    return f"party{config.party_id}" if config.party_id is not None else f"client{config.client_id}"
 
 
-async def run_party(config: Config, *, rounds: int, sizes: Sequence[int], clients: int) -> dict[str, Any]:
-    """Serve `clients` clients, then run `rounds` all-to-all rounds; returns what was measured and checked."""
+@attrs.define
+class RunState:
+    """Where a run is, for the report when it is interrupted: phase, round and whom it is waiting for."""
+
+    phase: str = "connecting"  # connecting, computation, rounds, closing
+    round: int | None = None
+    waiting_for: str | None = None  # the member whose message it waits for, when it waits for one
+
+    def as_json(self) -> dict[str, Any]:
+        return {"phase": self.phase, "round": self.round, "waiting_for": self.waiting_for}
+
+    def describe(self) -> str:
+        where = self.phase + (f" (round {self.round})" if self.round is not None else "")
+        return where + (f", waiting for {self.waiting_for}" if self.waiting_for else "")
+
+
+def _lost_peers(member: Network | Client) -> list[str]:
+    """The members whose connection to `member` was lost (not closed): who crashed, as far as it can tell."""
+    stats = member.stats()
+    lost = [f"party{p}" for p, s in stats.peers.items() if s.state is ConnectionState.DISCONNECTED]
+    return lost + [f"client{c}" for c, s in stats.clients.items() if s.state is ConnectionState.DISCONNECTED]
+
+
+def _lost_note(lost: Sequence[str], exc: BaseException) -> str:
+    """Names the lost peers after an error that does not name them already (e.g. a party that gave up closed)."""
+    unnamed = [name for name in lost if _spaced(name) not in str(exc)]
+    return f" (lost the connection to {', '.join(_spaced(name) for name in unnamed)})" if unnamed else ""
+
+
+def _spaced(member: str) -> str:
+    """``party1`` as messages write it: ``party 1``."""
+    digits = len(member) - len(member.rstrip("0123456789"))
+    return f"{member[:-digits]} {member[-digits:]}" if digits else member
+
+
+async def run_party(
+    config: Config,
+    *,
+    rounds: int,
+    sizes: Sequence[int],
+    clients: int,
+    timeout: float = _TIMEOUT,
+    client_timeout: float | None = _TIMEOUT,
+    progress: ProgressCallback | None = None,
+    state: RunState | None = None,
+) -> dict[str, Any]:
+    """Compute for `clients` clients, then run `rounds` all-to-all rounds; returns what was measured and checked.
+
+    A `StoffelnetError` on the way is recorded in the result (``failures``, ``lost_peers``), not raised. `state` is
+    kept up to date (phase, round, whom it waits for) for a caller that reports an interruption.
+    """
+    state = RunState() if state is None else state
     failures: list[str] = []
     latencies: list[float] = []
+    lost: list[str] = []
+    received = served = 0
+    mpc_s = rounds_s = 0.0
     started = time.perf_counter()
     async with open_network(config) as net:
         setup = time.perf_counter() - started
         me = net.local_party_id
-        if clients:
-            await net.wait_for_clients(clients, timeout=_TIMEOUT)
-            for _ in range(clients):
-                cid, data = await net.receive_from_client(timeout=_TIMEOUT)
-                if not data.startswith(f"input of client {cid}: ".encode()):
-                    failures.append(f"party {me}: client {cid} sent {data[:40]!r}")
-                await net.send_to_client(cid, hashlib.sha256(data).digest())
-        received = 0
-        for r in range(rounds):
-            size = sizes[r % len(sizes)]
-            t0 = time.perf_counter()
-            await net.broadcast(expected_payload(me, r, size), timeout=_TIMEOUT)
-            for sender in range(net.party_count):
-                got = await net.receive_from(sender, timeout=_TIMEOUT)
-                received += 1
-                if got != expected_payload(sender, r, size):
-                    failures.append(f"party {me}: round {r}: message from {sender} is wrong ({len(got)} bytes)")
-            latencies.append(time.perf_counter() - t0)
         try:
-            extra = await net.receive(timeout=0.05)
-            failures.append(f"party {me}: an extra message from party {extra[0]}")
-        except errors.Timeout:
-            pass
+            state.phase = "computation"
+            t0 = time.perf_counter()
+            await computation.party_compute(net, clients, timeout=timeout, client_timeout=client_timeout)
+            mpc_s = time.perf_counter() - t0
+            served = clients
+            every = max(1, rounds // 100)
+            state.phase = "rounds"
+            t0 = time.perf_counter()
+            for r in range(rounds):
+                size = sizes[r % len(sizes)]
+                start = time.perf_counter()
+                state.round, state.waiting_for = r, None
+                await net.broadcast(expected_payload(me, r, size), timeout=timeout)
+                for sender in range(net.party_count):
+                    state.waiting_for = f"party{sender}"
+                    got = await net.receive_from(sender, timeout=timeout)
+                    received += 1
+                    if got != expected_payload(sender, r, size):
+                        failures.append(f"party {me}: round {r}: message from {sender} is wrong ({len(got)} bytes)")
+                latencies.append(time.perf_counter() - start)
+                if progress is not None and ((r + 1) % every == 0 or r + 1 == rounds):
+                    progress(r + 1, rounds)
+            rounds_s = time.perf_counter() - t0
+            state.round = state.waiting_for = None
+            try:
+                extra = await net.receive(timeout=0.05)
+                failures.append(f"party {me}: an extra message from party {extra[0]}")
+            except errors.Timeout:
+                pass
+        except errors.StoffelnetError as exc:
+            lost = _lost_peers(net)
+            failures.append(f"party {me}: {type(exc).__name__}: {exc}{_lost_note(lost, exc)}")
         stats = net.stats()
+        state.phase = "closing"
         sent = sum(p.bytes_sent for pid, p in stats.peers.items() if pid != me)
     return {
         "role": "party",
         "id": me,
         "ok": not failures,
         "failures": failures[:20],
+        "lost_peers": lost,
+        "clients_served": served,
         "setup_s": setup,
+        "mpc_s": mpc_s,
+        "rounds_s": rounds_s,
         "latencies_s": latencies,
         "messages_received": received,
         "bytes_sent": sent,
     }
 
 
-async def run_client(config: Config, *, value: int) -> dict[str, Any]:
-    """Send one input to every party and check every party's answer."""
+async def run_client(
+    config: Config,
+    *,
+    value: int,
+    expect: Results | None = None,
+    timeout: float = _TIMEOUT,
+    state: RunState | None = None,
+) -> dict[str, Any]:
+    """Give `value` to the computation; check the opened results against `expect` when given.
+
+    A `StoffelnetError` on the way is recorded in the result (``failures``, ``lost_peers``), not raised.
+    """
+    state = RunState() if state is None else state
     failures: list[str] = []
+    lost: list[str] = []
+    results: Results | None = None
+    started = time.perf_counter()
     async with open_client(config) as cli:
-        data = client_input(cli.client_id, value)
-        for party in cli.parties():
-            await cli.send(party, data, timeout=_TIMEOUT)
-        for party in cli.parties():
-            answer = await cli.receive_from(party, timeout=_TIMEOUT)
-            if answer != hashlib.sha256(data).digest():
-                failures.append(f"client {cli.client_id}: wrong answer from party {party}")
-    return {"role": "client", "id": config.client_id, "ok": not failures, "failures": failures}
+        setup = time.perf_counter() - started
+        me = cli.client_id
+        try:
+            state.phase = "computation"
+            results = await computation.client_compute(cli, value, timeout=timeout)
+        except errors.StoffelnetError as exc:
+            lost = _lost_peers(cli)
+            failures.append(f"client {me}: {type(exc).__name__}: {exc}{_lost_note(lost, exc)}")
+        state.phase = "closing"
+    if results is not None and expect is not None:
+        for name, got, want in zip(Results._fields, results, expect, strict=True):
+            if got != want:
+                failures.append(f"client {me}: {name} = {got}, expected {want}")
+    return {
+        "role": "client",
+        "id": me,
+        "ok": not failures,
+        "failures": failures,
+        "lost_peers": lost,
+        "input": value,
+        "sum": None if results is None else results.sum,
+        "product": None if results is None else results.product,
+        "checked": results is not None and expect is not None,
+        "setup_s": setup,
+    }
+
+
+# -- signals -----------------------------------------------------------------------------------------------------
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived: the run was cancelled, and everything it opened was closed."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.name}")
+
+    @property
+    def exit_status(self) -> int:
+        """What shells report for a process ended by this signal: 128 + its number (130 SIGINT, 143 SIGTERM)."""
+        return 128 + self.signum
+
+
+def run_interruptible(main: Coroutine[Any, Any, _T]) -> _T:
+    """`asyncio.run(main)`; SIGINT or SIGTERM cancels `main` (so its ``finally`` and ``async with`` blocks close what
+    it opened) and then raises `Interrupted`. A close that still waits for its peers after a few seconds (or after a
+    second signal) is cancelled too."""
+    return asyncio.run(_interruptible(main))
+
+
+async def _interruptible(main: Coroutine[Any, Any, _T]) -> _T:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not received:  # the first: cancel, so that everything open is closed gracefully
+            received.append(signum)
+            task.cancel()
+            loop.call_later(_CLOSE_GRACE, task.cancel)  # a graceful close waits for peers; this one is bounded
+        else:  # the second: stop waiting for the close
+            task.cancel()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals (Windows)
+            continue
+        installed.append(signum)
+    try:
+        return await main
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+# -- command line ------------------------------------------------------------------------------------------------
+def _expectation(args: argparse.Namespace) -> Results | None:
+    if args.expect_sum is None and args.expect_product is None:
+        return None
+    if args.expect_sum is None or args.expect_product is None:
+        raise errors.ConfigError("--expect-sum and --expect-product go together", key="expect")
+    return Results(args.expect_sum, args.expect_product)
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 0:
+        raise errors.ConfigError(f"--sizes must be comma-separated byte counts >= 0, got {text!r}", key="sizes")
+    return sizes
+
+
+def _check_arguments(role: str, args: argparse.Namespace) -> None:
+    """Usage errors, found before anything connects: `errors.ConfigError` naming the option."""
+    logs.parse_level(args.log_level)
+    if not args.timeout > 0:
+        raise errors.ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}", key="timeout")
+    if getattr(args, "client_timeout", None) is not None and not args.client_timeout > 0:
+        raise errors.ConfigError(
+            f"--client-timeout must be > 0 seconds, got {args.client_timeout}", key="client-timeout"
+        )
+    if role == "party":
+        _sizes(args.sizes)
+        if args.rounds < 0:
+            raise errors.ConfigError(f"--rounds must be >= 0, got {args.rounds}", key="rounds")
+        if args.clients is not None and args.clients < 0:
+            raise errors.ConfigError(f"--clients must be >= 0, got {args.clients}", key="clients")
+    else:
+        try:
+            mpc.check_element(args.input, "--input")
+        except errors.InvalidArgument as exc:
+            raise errors.ConfigError(str(exc), key="input", value=args.input) from None
+        _expectation(args)
+
+
+def add_member_arguments(parser: argparse.ArgumentParser, role: str, *, input_required: bool = False) -> None:
+    """The options of one member's run (shared by this module's command line and `stoffelnet party`/`client`);
+    `role` is ``"party"``, ``"client"`` or ``"any"`` (both sets)."""
+    if role in ("party", "any"):
+        parser.add_argument("--rounds", type=int, default=0, help="all-to-all rounds after the computation (default 0)")
+        parser.add_argument(
+            "--sizes",
+            "--size",
+            default="1024",
+            help="bytes per round message; comma-separated sizes are cycled over the rounds (default 1024)",
+        )
+        parser.add_argument(
+            "--clients",
+            type=int,
+            default=None,
+            help="clients to serve (default: every client the config allows)",
+        )
+        parser.add_argument("--progress", action="store_true", help="print 'progress R/N' lines to stderr")
+    if role in ("client", "any"):
+        parser.add_argument(
+            "--input",
+            type=int,
+            required=input_required,
+            default=0,
+            help="this client's private input, an integer 0 <= X < 2**61-1",
+        )
+        parser.add_argument("--expect-sum", type=int, help="check the opened sum against this value")
+        parser.add_argument("--expect-product", type=int, help="check the opened product against this value")
+    parser.add_argument(
+        "--timeout", type=float, default=_TIMEOUT, help=f"seconds any one step may wait (default {_TIMEOUT:g})"
+    )
+    if role in ("party", "any"):
+        parser.add_argument(
+            "--client-timeout",
+            type=float,
+            default=None,
+            help="seconds to wait for the clients to connect and give their inputs (default: no limit)",
+        )
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR, to stderr")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines (ts, level, logger, member, message)")
+
+
+def run_member(role: str, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    """Run one member from parsed arguments; returns its JSON result and exit status (logs to stderr meanwhile).
+
+    Exit status: 0 every check passed, 1 something failed (the result says what), 2 a bad config or option (nothing
+    was started), 130/143 interrupted by SIGINT/SIGTERM.
+    """
+    try:
+        _check_arguments(role, args)
+        config = load_config(args.config)
+    except errors.StoffelnetError as exc:
+        return {"role": role, "ok": False, "failures": [f"{type(exc).__name__}: {exc}"]}, 2
+    if (role == "party") != (config.party_id is not None):
+        problem = f"{args.config} is the config of {member_name(config)}, not of a {role}"
+        return {"role": role, "ok": False, "failures": [f"ConfigError: {problem}"]}, 2
+    state = RunState()
+    with logs.member_logging(member_name(config), level=args.log_level, json_lines=args.log_json):
+        try:
+            result = run_interruptible(_member_main(role, config, args, state))
+        except Interrupted as exc:
+            failure = f"{exc} during {state.describe()}"
+            interrupted = {"role": role, "id": _id(config), "ok": False, "failures": [failure], "interrupted": exc.name}
+            return interrupted | state.as_json(), exc.exit_status
+        except errors.StoffelnetError as exc:  # could not even start (e.g. InitializationFailed)
+            result = {"role": role, "id": _id(config), "ok": False, "failures": [f"{type(exc).__name__}: {exc}"]}
+    return result, 0 if result["ok"] else 1
+
+
+def _id(config: Config) -> int | None:
+    return config.party_id if config.party_id is not None else config.client_id
+
+
+async def _member_main(role: str, config: Config, args: argparse.Namespace, state: RunState) -> dict[str, Any]:
+    if role == "party":
+        sizes = _sizes(args.sizes)
+        clients = len(config.clients.allow) if args.clients is None else args.clients
+
+        def progress(done: int, total: int) -> None:
+            sys.stderr.write(f"progress {done}/{total}\n")
+            sys.stderr.flush()
+
+        return await run_party(
+            config,
+            rounds=args.rounds,
+            sizes=sizes,
+            clients=clients,
+            timeout=args.timeout,
+            client_timeout=args.client_timeout,
+            progress=progress if args.progress else None,
+            state=state,
+        )
+    return await run_client(config, value=args.input, expect=_expectation(args), timeout=args.timeout, state=state)
+
+
+def print_results(result: dict[str, Any]) -> None:
+    """A client's opened results as ``sum = ...`` and ``product = ...`` lines on stdout (nothing if none)."""
+    if result.get("role") == "client" and result.get("sum") is not None:
+        print(f"sum = {result['sum']}")
+        print(f"product = {result['product']}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stoffelnet_core.runner", description=__doc__)
     parser.add_argument("role", choices=("party", "client"))
     parser.add_argument("config")
-    parser.add_argument("--rounds", type=int, default=50)
-    parser.add_argument("--sizes", default="1024", help="comma-separated message sizes, cycled over the rounds")
-    parser.add_argument("--clients", type=int, default=0, help="clients a party serves before the rounds")
-    parser.add_argument("--input", type=int, default=0, help="a client's input value")
-    parser.add_argument("--log-level", default="WARNING")
+    add_member_arguments(parser, "any")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s {args.role} %(name)s %(levelname)s %(message)s",
-    )
     try:
-        config = load_config(args.config)
-        if args.role == "party":
-            sizes = [int(s) for s in args.sizes.split(",") if s]
-            result = asyncio.run(run_party(config, rounds=args.rounds, sizes=sizes, clients=args.clients))
-        else:
-            result = asyncio.run(run_client(config, value=args.input))
-    except errors.StoffelnetError as exc:
-        result = {"role": args.role, "ok": False, "failures": [f"{type(exc).__name__}: {exc}"]}
-    except KeyboardInterrupt:
+        result, status = run_member(args.role, args)
+    except KeyboardInterrupt:  # a second Ctrl-C while closing
         return 130
+    print_results(result)
     print(json.dumps(result), flush=True)
-    return 0 if result["ok"] else 1
+    return status
 
 
 if __name__ == "__main__":
