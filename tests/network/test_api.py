@@ -139,3 +139,14 @@ async def test_stats_report_the_handshake_round_trip_on_the_dialing_side() -> No
         assert rtt is not None
         assert 0 < rtt < 5
         assert lan[0].stats().peers[1].reconnects == 0
+
+
+async def test_sending_to_a_party_that_closed_raises_stream_closed_naming_it() -> None:
+    async with local_network(2) as lan:
+        await lan[0].close()
+        with pytest.raises(errors.StreamClosed) as info:
+            await lan[1].receive_from(0, timeout=5)  # wait until party 1 saw the close
+        assert info.value.peer == 0
+        with pytest.raises(errors.StreamClosed, match="party 0 closed the connection") as sent:
+            await lan[1].send(0, b"too late", timeout=5)
+        assert sent.value.peer == 0

@@ -71,7 +71,7 @@ address = "127.0.0.1:9001"
 def test_defaults_follow_the_design() -> None:
     config = Config(party_id=0, parties=nodes(1))
     assert config.transport == "quic"
-    assert (config.timeout_ms, config.max_retries, config.max_frame_size) == (30000, 8, 104857600)
+    assert (config.timeout_ms, config.max_retries, config.max_frame_size) == (30000, 12, 104857600)
     assert (config.send_buffer_bytes, config.receive_window_bytes) == (4194304, 1048576)
     assert config.tls is None
     assert config.clients == ClientsConfig()

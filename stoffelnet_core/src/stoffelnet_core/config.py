@@ -209,7 +209,7 @@ class Config:
     party_id: int | None = None
     client_id: int | None = None
     timeout_ms: int = 30000
-    max_retries: int = 8
+    max_retries: int = 12
     max_frame_size: int = 104857600  # the seed's 100 MiB; see codec.DEFAULT_MAX_FRAME_SIZE
     send_buffer_bytes: int = 4194304
     receive_window_bytes: int = 1048576

@@ -35,7 +35,7 @@ __all__ = ["Client", "Network", "NetworkManager", "NetworkStats", "PeerStats", "
 log = logging.getLogger("stoffelnet.network")
 
 _BACKOFF_INITIAL = 0.05  # seconds before the first retry of a failed dial
-_BACKOFF_MAX = 2.0  # retries never wait longer than this between attempts
+_BACKOFF_MAX = 5.0  # retries never wait longer than this: with max_retries 12, parties may start ~30 s apart
 
 
 @attrs.frozen

@@ -184,12 +184,15 @@ class PeerConnection:
         return await self.receive(stream=stream, timeout=timeout)
 
     def _check_sendable(self) -> None:
+        """Raise what a send on this connection must raise now: the peer's doing, or our own misuse."""
         if self.state is ConnectionState.CONNECTED and self._session.state is session.SessionState.OPEN:
             if self._session.sent_close:
-                raise errors.InvalidState("connection is closing", state=self.state, peer=self._peer_label())
+                raise errors.InvalidState("connection is closing", state=self.state, peer=self._peer_id())
             return
         if self.error is not None:
             raise self.error
+        if self._session.received_close and not self._session.sent_close:
+            raise errors.StreamClosed(f"{self._peer_label()} closed the connection", peer=self._peer_id())
         raise errors.InvalidState(
             f"cannot send to {self._peer_label()}: connection is {self.state.value}",
             state=self.state,

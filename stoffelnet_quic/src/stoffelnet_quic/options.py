@@ -22,7 +22,9 @@ _MAX_DATAGRAM = 16384
 
 @attrs.frozen
 class QuicOptions:
-    idle_timeout_ms: int = 300_000  # the seed's value; QUIC closes a connection silent for this long
+    # A peer silent this long (no packet, not even an ack of our keep-alive PINGs) is gone: its connection is lost.
+    # The seed used 300 s; keep-alives make a short timeout safe, and a dead peer is then noticed in seconds.
+    idle_timeout_ms: int = 30_000
     keepalive_interval_ms: int = (
         5_000  # a PING this often keeps NATs open and finds a silent peer (seed: idle/6, <=5 s)
     )
