@@ -190,16 +190,18 @@ async def run_processes(
     clients: int = 2,
     rounds: int = 100,
     size: int = 1024,
-    transport: str = "tcp-tls",
+    transport: str = "quic",
     out: TextIO | None = None,
     timeout: float = 300.0,
     sizes: Sequence[int] | None = None,
     kill_after: tuple[str, int] | None = None,
     grace: float = _GRACE,
+    stall: tuple[str, int] | None = None,
 ) -> DemoResult:
     """The computation and the rounds with one OS process per member; a member that fails is named.
 
-    `kill_after` ``(member, k)`` simulates a crash for tests: SIGKILL `member` (e.g. ``"party1"``) once party 0
+    `stall` ``(member, ms)`` makes that party block its event loop `ms` after every round (as MPC code computing
+    does). `kill_after` ``(member, k)`` simulates a crash for tests: SIGKILL `member` (e.g. ``"party1"``) once party 0
     reported `k` rounds done. `grace`: seconds the others get to finish on their own after a failure.
     """
     import random
@@ -224,6 +226,8 @@ async def run_processes(
             args = ["party", str(member.config), "--clients", str(clients), "--rounds", str(rounds)]
             args += ["--client-timeout", "60"]
             args += ["--sizes", size_list] + (["--progress"] if member.id == 0 else [])
+            if stall is not None and stall[0] == member.name:
+                args += ["--stall-ms", str(stall[1])]
             commands.append((member.name, args))
         for member in deployment.clients:
             args = ["client", str(member.config), "--input", str(inputs[member.id])]

@@ -114,6 +114,7 @@ async def run_party(
     client_timeout: float | None = _TIMEOUT,
     progress: ProgressCallback | None = None,
     state: RunState | None = None,
+    stall_ms: int = 0,
 ) -> dict[str, Any]:
     """Compute for `clients` clients, then run `rounds` all-to-all rounds; returns what was measured and checked.
 
@@ -151,6 +152,8 @@ async def run_party(
                     if got != expected_payload(sender, r, size):
                         failures.append(f"party {me}: round {r}: message from {sender} is wrong ({len(got)} bytes)")
                 latencies.append(time.perf_counter() - start)
+                if stall_ms:  # MPC code often blocks the loop computing; the transport must ride it out
+                    time.sleep(stall_ms / 1000)  # noqa: ASYNC251 - blocking on purpose
                 if progress is not None and ((r + 1) % every == 0 or r + 1 == rounds):
                     progress(r + 1, rounds)
             rounds_s = time.perf_counter() - t0
@@ -341,6 +344,9 @@ def add_member_arguments(parser: argparse.ArgumentParser, role: str, *, input_re
             help="clients to serve (default: every client the config allows)",
         )
         parser.add_argument("--progress", action="store_true", help="print 'progress R/N' lines to stderr")
+        parser.add_argument(
+            "--stall-ms", type=int, default=0, help="block the event loop this long after every round (testing)"
+        )
     if role in ("client", "any"):
         parser.add_argument(
             "--input",
@@ -414,6 +420,7 @@ async def _member_main(role: str, config: Config, args: argparse.Namespace, stat
             client_timeout=args.client_timeout,
             progress=progress if args.progress else None,
             state=state,
+            stall_ms=args.stall_ms,
         )
     return await run_client(config, value=args.input, expect=_expectation(args), timeout=args.timeout, state=state)
 
