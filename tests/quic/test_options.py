@@ -39,3 +39,9 @@ async def test_keepalives_hold_an_idle_connection_open_past_the_idle_timeout() -
         await asyncio.sleep(1.2)  # time passing is the point here: three idle timeouts with nothing sent
         await lan[0].send(1, b"still here")
         assert await lan[1].receive_from(0, timeout=5) == b"still here"
+
+
+def test_booleans_take_true_or_false() -> None:
+    assert QuicOptions.from_mapping({"address_validation": False}).address_validation is False
+    with pytest.raises(errors.ConfigError, match="address_validation must be true or false"):
+        QuicOptions.from_mapping({"address_validation": 1})

@@ -298,8 +298,8 @@ class Session:
         raise errors.FramingError("data frame before the handshake completed")
 
     def _on_handshake(self, handshake: Handshake) -> HandshakeCompleted | None:
-        if self.state is not SessionState.HANDSHAKING:
-            raise errors.FramingError("a second Handshake on an open connection")
+        if self.state is not SessionState.HANDSHAKING or self._awaiting_proof is not None:
+            raise errors.FramingError("a second Handshake on this connection")
         if self.dialer and not self._initiated:
             raise errors.FramingError("the acceptor spoke first: a dialer's Handshake must come first")
         if handshake.version != PROTOCOL_VERSION:

@@ -139,7 +139,8 @@ def read_options(cls: type[OptionsT], transport: str, options: Mapping[str, Any]
     """Build a transport's frozen options class from its ``[transport_options.<transport>]`` table.
 
     Unknown keys and non-positive integers are refused with a `ConfigError` naming the key; a field whose default
-    is a string takes a string. The transport checks ranges and choices after this.
+    is a string takes a string, one whose default is a bool takes true or false. The transport checks ranges and
+    choices after this.
     """
     from . import errors
 
@@ -148,7 +149,10 @@ def read_options(cls: type[OptionsT], transport: str, options: Mapping[str, Any]
         where = f"transport_options.{transport}.{key}"
         if key not in fields:
             raise errors.ConfigError(f"unknown key {where}; known keys: {', '.join(sorted(fields))}", key=where)
-        if isinstance(fields[key].default, str):
+        if isinstance(fields[key].default, bool):
+            if not isinstance(value, bool):
+                raise errors.ConfigError(f"{where} must be true or false, got {value!r}", key=where, value=value)
+        elif isinstance(fields[key].default, str):
             if not isinstance(value, str):
                 raise errors.ConfigError(f"{where} must be a string, got {value!r}", key=where, value=value)
         elif type(value) is not int or value <= 0:

@@ -32,6 +32,11 @@ class QuicOptions:
     congestion_control: str = "reno"
     max_data: int = 16 * 1024 * 1024  # connection-level flow-control window
     max_stream_data: int = 4 * 1024 * 1024  # per QUIC stream; core's own per-stream credit sits inside it
+    handshake_timeout_ms: int = 10_000  # a connection still handshaking after this is dropped (spoofed Initials)
+    max_pending_handshakes: int = 256  # connections still handshaking; more are refused at once
+    # Answer a new Initial with a Retry first (RFC 9000 §8.1): a flood of Initials that never answers creates no
+    # connection state at all. Costs one round trip per connection set-up.
+    address_validation: bool = True
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> QuicOptions:

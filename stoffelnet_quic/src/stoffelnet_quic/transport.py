@@ -192,9 +192,13 @@ class _Protocol(QuicConnectionProtocol):
         super().__init__(quic, **kwargs)
         self.pipe: QuicPipe | None = None
         self._on_ready = on_ready
+        self.completed = False
+        self.terminated: ConnectionTerminated | None = None  # why the connection ended, before or after the pipe
+        self.on_end: Callable[[], None] | None = None
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, HandshakeCompleted):
+            self.completed = True
             if self._on_ready is not None:
                 self._on_ready(self)
         elif isinstance(event, StreamDataReceived):
@@ -205,6 +209,9 @@ class _Protocol(QuicConnectionProtocol):
                 self._quic.close(error_code=0x0A, reason_phrase="unexpected stream")
                 self.transmit()
         elif isinstance(event, ConnectionTerminated):
+            self.terminated = event
+            if self.on_end is not None:
+                self.on_end()
             if self.pipe is not None:
                 clean = event.error_code == 0
                 self.pipe.terminated(
@@ -276,17 +283,39 @@ class QuicTransport(Transport):
         holder: dict[str, asyncio.DatagramTransport] = {}
 
         def ready(protocol: _Protocol) -> None:
+            pending.discard(protocol)
             alpn = protocol._quic.tls.alpn_negotiated
             pipe = QuicPipe(protocol, self._info(protocol, holder.get("t"), alpn), self._keepalive)
             protocol.pipe = pipe
             on_pipe(pipe)
 
+        pending: set[_Protocol] = set()
+        timeout = self.options.handshake_timeout_ms / 1000
+
+        def refuse(protocol: _Protocol, why: str) -> None:
+            pending.discard(protocol)
+            if not protocol.completed and protocol.terminated is None:
+                log.warning("AuthenticationError: refused a QUIC connection: %s", why)
+                protocol._quic.close(error_code=0x2, reason_phrase=why)  # CONNECTION_REFUSED
+                protocol.transmit()
+
         def create_protocol(quic: QuicConnection, **kwargs: Any) -> _Protocol:
-            return _Protocol(quic, on_ready=ready, **kwargs)
+            protocol = _Protocol(quic, on_ready=ready, **kwargs)
+            if len(pending) >= self.options.max_pending_handshakes:
+                loop.call_soon(refuse, protocol, "too many QUIC handshakes in progress")
+                return protocol
+            pending.add(protocol)
+            protocol.on_end = lambda: pending.discard(protocol)
+            loop.call_later(timeout, refuse, protocol, "its QUIC handshake did not complete in time")
+            return protocol
 
         try:
             transport, server = await loop.create_datagram_endpoint(
-                lambda: QuicServer(configuration=configuration, create_protocol=create_protocol),
+                lambda: QuicServer(
+                    configuration=configuration,
+                    create_protocol=create_protocol,
+                    retry=self.options.address_validation,
+                ),
                 local_addr=(address.host, address.port),
             )
         except OSError as exc:
@@ -324,7 +353,15 @@ class QuicTransport(Transport):
                     {ready, asyncio.ensure_future(protocol.wait_closed())}, return_when=asyncio.FIRST_COMPLETED
                 )
             if not ready.done():
-                raise errors.InitializationFailed(f"QUIC handshake with {address} failed (the peer closed it)")
+                end = protocol.terminated
+                code = end.error_code if end is not None else None
+                reason = f"{end.reason_phrase or 'no reason'} (QUIC error {code:#x})" if end is not None else "closed"
+                if code is not None and 0x100 <= code <= 0x1FF:  # a TLS alert: the handshake's proof failed
+                    raise errors.AuthenticationError(
+                        f"QUIC handshake with {address} failed its TLS checks: {reason}; the listener does not hold "
+                        f"the key of the certificate it showed, or refused ours"
+                    )
+                raise errors.InitializationFailed(f"QUIC handshake with {address} failed: {reason}")
         except TimeoutError:
             transport.close()
             raise errors.InitializationFailed(

@@ -1,0 +1,474 @@
+"""Shared helpers for the quic attack suites: a victim network, hand-driven aioquic peers, log and health checks.
+
+The victim is a real 3-party quic network on 127.0.0.1 with one legitimate client connected, built exactly like the
+tcp-tls victim (tests/tcp_tls/conftest.py, whose checks are copied here: both suites must be runnable alone). Keys
+come from core's `testing._make_keys`, with one allowlisted client more than is connected: that spare identity can
+authenticate for real without being refused as a duplicate of the connected client.
+
+Over QUIC the acceptor proves its key in aioquic's TLS, but the dialer does not: it proves its key in core's
+handshake (Handshake, the acceptor's Handshake with a fresh nonce, then a `Proof`). The attackers here are raw
+aioquic clients (and one raw aioquic server) that speak core's mux and codec on QUIC stream 0 by hand, so every
+step of that exchange can be skipped, forged or replayed.
+
+Every wait is bounded by `TIMEOUT`; nothing sleeps to synchronise: log records and QUIC events are awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
+
+from stoffelnet_core import codec, errors, keys
+from stoffelnet_core.config import ClientsConfig, Config, TLSConfig
+from stoffelnet_core.frames import PROTOCOL_VERSION, Envelope, Handshake, Proof
+from stoffelnet_core.ids import Address, ClientType, Node, PartyId
+from stoffelnet_core.mux import DATA, HEADER, WINDOW_UPDATE
+from stoffelnet_core.network import Client, Network, open_client, open_network
+from stoffelnet_core.peer import ConnectionState
+from stoffelnet_core.proof import proof_message
+from stoffelnet_core.testing import _bind_ports, _make_keys
+from stoffelnet_quic.transport import ALPN, STREAM, QuicListener
+
+N_PARTIES = 3
+TIMEOUT = 5.0  # seconds: the bound on every single wait in these suites
+ALPN_PARTY = ALPN[ClientType.SERVER]
+ALPN_CLIENT = ALPN[ClientType.CLIENT]
+SPARE_CLIENT = 1  # allowlisted, never connected by the fixture: the authenticated attacker's identity
+EVIL = b"EVIL: must never reach an application"
+HOST = "127.0.0.1"
+
+_rounds = itertools.count()
+
+
+# -- the victim --------------------------------------------------------------------------------------------------
+@attrs.frozen
+class Victim:
+    """A running 3-party quic network, its legitimate client, and where its keys are."""
+
+    parties: list[Network]
+    client: Client  # client 0, connected to every party
+    base: Config  # the shared config (party_id 0): parties with address, cert and fingerprint, clients allowlist
+    tls: list[TLSConfig]  # party0..party2, then client0, client1 (the spare)
+
+    def address(self, party: int) -> Address:
+        address = self.base.node(party).address
+        assert address is not None
+        return address
+
+    def party_tls(self, party: int) -> TLSConfig:
+        return self.tls[party]
+
+    def client_tls(self, client: int) -> TLSConfig:
+        return self.tls[N_PARTIES + client]
+
+    def fingerprint(self, party: int) -> str:
+        """The key pinned for `party`: what a dialer's proof to it must name."""
+        pinned = self.base.node(party).fingerprint
+        assert pinned is not None
+        return pinned
+
+    def client_config(self, client: int) -> Config:
+        return _client_config(self.base, self.client_tls(client), client)
+
+
+def _client_config(base: Config, tls: TLSConfig, client: int) -> Config:
+    return attrs.evolve(base, party_id=None, client_id=client, clients=ClientsConfig(), tls=tls)
+
+
+@pytest.fixture
+async def victim(tmp_path: Path) -> AsyncIterator[Victim]:
+    """Three parties and client 0 over QUIC on 127.0.0.1; client 1 is allowlisted but not connected."""
+    base = Config(
+        transport="quic",
+        party_id=0,
+        parties=tuple(Node(PartyId(i), Address(HOST, 0)) for i in range(N_PARTIES)),
+        timeout_ms=int(TIMEOUT * 1000),
+        max_retries=2,
+    )
+    base = await _bind_ports(base)
+    base, tls_or_none = _make_keys(base, N_PARTIES, 2, tmp_path / "keys")
+    tls = [t for t in tls_or_none if t is not None]
+    assert len(tls) == N_PARTIES + 2
+    async with contextlib.AsyncExitStack() as stack:
+        configs = [attrs.evolve(base, party_id=i, tls=tls[i]) for i in range(N_PARTIES)]
+        async with asyncio.timeout(3 * TIMEOUT):
+            async with asyncio.TaskGroup() as group:
+                starting = [group.create_task(stack.enter_async_context(open_network(c))) for c in configs]
+            parties = [task.result() for task in starting]
+            client = await stack.enter_async_context(open_client(_client_config(base, tls[N_PARTIES], 0)))
+            await asyncio.gather(*(p.wait_for_clients(1, timeout=TIMEOUT) for p in parties))
+        yield Victim(parties, client, base, tls)
+
+
+def quic_server(net: Network) -> QuicServer:
+    """The aioquic server behind a party's listener (private: tests instrument and inspect it)."""
+    listener = net._listener
+    assert isinstance(listener, QuicListener)
+    server = listener._server
+    assert isinstance(server, QuicServer)
+    return server
+
+
+def half_open(net: Network) -> int:
+    """QUIC connections a party's listener holds whose QUIC handshake never completed (no pipe handed to core)."""
+    protocols = set(quic_server(net)._protocols.values())
+    return sum(1 for p in protocols if getattr(p, "pipe", None) is None)
+
+
+# -- checks that the network is unaffected ------------------------------------------------------------------------
+async def assert_healthy(v: Victim) -> None:
+    """Every existing connection still works: a broadcast round among all parties and a client round trip with each.
+
+    Also proves that nothing an attacker sent was delivered: after the round, every inbox is empty.
+    """
+    tag = f"round {next(_rounds)}"
+    async with asyncio.timeout(TIMEOUT):
+        sent = {i: f"{tag} from party {i}".encode() for i in range(N_PARTIES)}
+        await asyncio.gather(*(p.broadcast(sent[i]) for i, p in enumerate(v.parties)))
+        for p in v.parties:
+            got = {}
+            for _ in range(N_PARTIES):
+                sender, data = await p.receive()
+                assert sender not in got, f"party {p.local_party_id} got two messages from {sender}"
+                got[sender] = data
+            assert got == sent
+        for i in range(N_PARTIES):
+            await v.client.send(i, f"{tag}: input for {i}".encode())
+        for i, p in enumerate(v.parties):
+            client_id, data = await p.receive_from_client()
+            assert (client_id, data) == (0, f"{tag}: input for {i}".encode())
+            await p.send_to_client(client_id, b"output: " + data)
+        replies = dict([await v.client.receive() for _ in range(N_PARTIES)])
+        assert replies == {i: f"output: {tag}: input for {i}".encode() for i in range(N_PARTIES)}
+    await assert_nothing_pending(v)
+
+
+async def assert_nothing_pending(v: Victim) -> None:
+    """No party holds an undelivered message from anyone (a timeout of 0 checks the inbox once, without waiting)."""
+    for p in v.parties:
+        with pytest.raises(errors.Timeout):
+            await p.receive(timeout=0)
+        with pytest.raises(errors.Timeout):
+            await p.receive_from_client(timeout=0)
+        for stats in (p.stats().peers, p.stats().clients):
+            for peer, s in stats.items():
+                if s.state is ConnectionState.CONNECTED:
+                    assert s.receive_buffered == 0, f"party {p.local_party_id}: {s.receive_buffered} B from {peer}"
+    with pytest.raises(errors.Timeout):
+        await v.client.receive(timeout=0)
+
+
+async def assert_accepts_fresh_client(v: Victim, client: int = SPARE_CLIENT) -> None:
+    """Each party still listens and admits a new legitimate connection: the spare client connects and round-trips."""
+    async with asyncio.timeout(TIMEOUT), open_client(v.client_config(client)) as fresh:
+        for i in range(N_PARTIES):
+            await fresh.send(i, b"fresh hello")
+        for p in v.parties:
+            client_id, data = await p.receive_from_client(client)
+            assert (client_id, data) == (client, b"fresh hello")
+            await p.send_to_client(client, b"fresh reply")
+        assert sorted([(await fresh.receive())[0] for _ in range(N_PARTIES)]) == list(range(N_PARTIES))
+
+
+async def assert_unaffected(v: Victim) -> None:
+    await assert_healthy(v)
+    await assert_accepts_fresh_client(v)
+
+
+# -- the event loop must not see an exception ---------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """Every call of the loop's exception handler (an exception escaping a callback: a crash in aioquic or the
+    transport) fails the test; the list is also handed to tests that want to look at it sooner."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    try:
+        yield seen
+    finally:
+        loop.set_exception_handler(previous)
+    assert not seen, f"the event loop's exception handler was called: {[c.get('message') for c in seen]}"
+
+
+# -- the wire, written by hand ------------------------------------------------------------------------------------
+def mux_frame(kind: int, channel: int, payload: bytes = b"", *, length: int | None = None) -> bytes:
+    """One mux frame: the 9-byte header (type, channel, length) and `payload`; `length` overrides the header."""
+    return HEADER.pack(kind, channel, len(payload) if length is None else length) + payload
+
+
+def control_frame(envelope: Envelope) -> bytes:
+    """A control envelope (Handshake, Proof, Ack, Close) on channel 0, as one mux DATA frame."""
+    return mux_frame(DATA, 0, codec.encode(envelope))
+
+
+def handshake_frame(role: str, claimed: int | None, nonce: bytes = b"n" * 16) -> bytes:
+    return control_frame(Handshake(role, claimed, PROTOCOL_VERSION, b"s" * 16, nonce))
+
+
+def data_frame(stream: int, seq: int, payload: bytes = EVIL) -> bytes:
+    """An application Data envelope for `stream`, on its channel ``stream + 1``."""
+    return mux_frame(DATA, stream + 1, codec.encode_data(stream, seq, None, payload))
+
+
+def sign(
+    tls: TLSConfig, acceptor_nonce: bytes, acceptor_fp: str, role: str, claimed: int, dialer_nonce: bytes
+) -> Proof:
+    """The Proof the holder of `tls`'s key makes for this claim: core's `proof_message`, by `keys.sign_proof`."""
+    identity = keys.load_identity(tls.cert, tls.key)
+    certificate, signature = keys.sign_proof(
+        identity, proof_message(acceptor_nonce, acceptor_fp, role, claimed, dialer_nonce)
+    )
+    return Proof(certificate, signature)
+
+
+class MuxReader:
+    """Parses what a peer wrote on stream 0: control envelopes (channel 0) and the bytes of every other channel."""
+
+    def __init__(self) -> None:
+        self.control: list[Envelope] = []
+        self.app_bytes = 0  # bytes of DATA frames on channels other than 0
+        self._buf = bytearray()
+        self._decoder = codec.FrameDecoder()
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        while len(self._buf) >= HEADER.size:
+            kind, channel, length = HEADER.unpack_from(self._buf)
+            if kind == WINDOW_UPDATE:
+                del self._buf[: HEADER.size]
+                continue
+            assert kind == DATA, f"unexpected mux frame type {kind}"
+            if len(self._buf) < HEADER.size + length:
+                return
+            body = bytes(self._buf[HEADER.size : HEADER.size + length])
+            del self._buf[: HEADER.size + length]
+            if channel == 0:
+                self.control += [envelope for envelope, _ in self._decoder.feed(body)]
+            else:
+                self.app_bytes += length
+
+
+class _RawProtocol(QuicConnectionProtocol):
+    """aioquic's protocol, recording stream 0 and the end of the connection."""
+
+    def __init__(self, quic: QuicConnection, **kwargs: Any) -> None:
+        super().__init__(quic, **kwargs)
+        self.reader = MuxReader()
+        self.fin = False
+        self.terminated: ConnectionTerminated | None = None
+        self.changed = asyncio.Event()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived) and event.stream_id == STREAM:
+            self.reader.feed(event.data)
+            self.fin = self.fin or event.end_stream
+        elif isinstance(event, ConnectionTerminated):
+            self.terminated = event
+        self.changed.set()
+
+
+def client_configuration(tls: TLSConfig | None, alpn: str) -> QuicConfiguration:
+    """A dialer's QUIC settings as the transport builds them (no CA check: core pins), presenting `tls` if given."""
+    config = QuicConfiguration(
+        is_client=True, alpn_protocols=[alpn], verify_mode=ssl.CERT_NONE, server_name="stoffelnet"
+    )
+    if tls is not None:
+        config.load_cert_chain(tls.cert, tls.key)
+    return config
+
+
+class RawQuicPeer:
+    """One QUIC connection to a party, with core's mux and codec on stream 0 written by hand."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, protocol: _RawProtocol) -> None:
+        self.transport = transport
+        self.protocol = protocol
+
+    @classmethod
+    async def connect(cls, address: Address, tls: TLSConfig | None, alpn: str = ALPN_PARTY) -> RawQuicPeer:
+        """Complete the QUIC handshake with `address` (the party's key is proven; ours is not asked for)."""
+        loop = asyncio.get_running_loop()
+        connection = QuicConnection(configuration=client_configuration(tls, alpn))
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _RawProtocol(connection), local_addr=(HOST, 0)
+        )
+        try:
+            protocol.connect((address.host, address.port))
+            async with asyncio.timeout(TIMEOUT):
+                await protocol.wait_connected()
+        except BaseException:
+            transport.close()
+            raise
+        return cls(transport, protocol)
+
+    @property
+    def port(self) -> int:
+        port: int = self.transport.get_extra_info("sockname")[1]
+        return port
+
+    @property
+    def control(self) -> list[Envelope]:
+        """Control envelopes the party wrote to us, in order."""
+        return self.protocol.reader.control
+
+    def send(self, data: bytes) -> None:
+        self.protocol._quic.send_stream_data(STREAM, data)
+        self.protocol.transmit()
+
+    async def read_handshake(self) -> Handshake:
+        """The party's Handshake (its reply to ours, carrying the nonce a proof must sign)."""
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                found = [e for e in self.control if isinstance(e, Handshake)]
+                if found:
+                    return found[0]
+                assert self.protocol.terminated is None, f"closed before answering: {self.protocol.terminated}"
+                self.protocol.changed.clear()
+                await self.protocol.changed.wait()
+
+    async def expect_closed(self) -> ConnectionTerminated | None:
+        """Wait until the party ends the connection (CONNECTION_CLOSE, or its FIN on stream 0); then hang up."""
+        async with asyncio.timeout(TIMEOUT):
+            while self.protocol.terminated is None and not self.protocol.fin:
+                self.protocol.changed.clear()
+                await self.protocol.changed.wait()
+        terminated = self.protocol.terminated
+        await self.close()
+        return terminated
+
+    async def close(self) -> None:
+        """Close the QUIC connection and wait (briefly) for aioquic to finish its closing period."""
+        self.protocol.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.protocol.wait_closed()
+        self.transport.close()
+
+
+# -- a raw QUIC listener ------------------------------------------------------------------------------------------
+class _AnsweringProtocol(QuicConnectionProtocol):
+    """One connection to a `FakeQuicListener`."""
+
+    def __init__(self, quic: QuicConnection, listener: FakeQuicListener, **kwargs: Any) -> None:
+        super().__init__(quic, **kwargs)
+        self._listener = listener
+        self._reader = MuxReader()
+        self._seen = 0
+        self._answered = False
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if not isinstance(event, StreamDataReceived) or event.stream_id != STREAM:
+            return
+        self._reader.feed(event.data)
+        listener = self._listener
+        for envelope in self._reader.control[self._seen :]:
+            if isinstance(envelope, Handshake):
+                listener.claims.append(envelope)
+            elif isinstance(envelope, Proof):
+                listener.proofs.append(envelope)
+        self._seen = len(self._reader.control)
+        if listener.answer is not None and listener.claims and not self._answered:
+            self._answered = True
+            self._quic.send_stream_data(STREAM, control_frame(listener.answer))
+            self.transmit()
+
+
+class FakeQuicListener:
+    """An aioquic server presenting `tls`'s certificate; it counts dials (new QUIC connections), records every claim
+    and proof a dialer sends on stream 0, and answers the first Handshake of each connection with `answer`."""
+
+    def __init__(self, tls: TLSConfig, answer: Handshake | None) -> None:
+        self._tls = tls
+        self.answer = answer
+        self.dials = 0
+        self.claims: list[Handshake] = []
+        self.proofs: list[Proof] = []
+
+    def _protocol(self, quic: QuicConnection, **kwargs: Any) -> QuicConnectionProtocol:
+        self.dials += 1
+        return _AnsweringProtocol(quic, self, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Address]:
+        config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN_PARTY, ALPN_CLIENT])
+        config.load_cert_chain(self._tls.cert, self._tls.key)
+        loop = asyncio.get_running_loop()
+        transport, server = await loop.create_datagram_endpoint(
+            lambda: QuicServer(configuration=config, create_protocol=self._protocol), local_addr=(HOST, 0)
+        )
+        try:
+            yield Address(HOST, transport.get_extra_info("sockname")[1])
+        finally:
+            server.close()
+
+
+# -- logs ----------------------------------------------------------------------------------------------------------
+class LogWatch(logging.Handler):
+    """Records of the `stoffelnet` loggers at WARNING and above, with a bounded, event-driven wait for one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self._changed.set()
+
+    def matching(self, *needles: str, logger: str | None = None) -> list[logging.LogRecord]:
+        return [
+            r
+            for r in self.records
+            if (logger is None or r.name == logger) and all(n in r.getMessage() for n in needles)
+        ]
+
+    async def wait_for(self, *needles: str, logger: str | None = None) -> logging.LogRecord:
+        """The first record whose message holds every needle (from `logger` when given); fails after TIMEOUT."""
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                while not (found := self.matching(*needles, logger=logger)):
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            seen = "\n".join(f"  {r.name}: {r.getMessage()}" for r in self.records) or "  (none)"
+            pytest.fail(f"no log record from {logger or 'stoffelnet'} with {needles}; warnings seen:\n{seen}")
+        return found[0]
+
+
+@pytest.fixture
+def logwatch(caplog: pytest.LogCaptureFixture) -> Iterator[LogWatch]:
+    """Captures `stoffelnet.*` warnings (in `caplog` too, at WARNING) and lets a test await a given refusal."""
+    caplog.set_level(logging.WARNING)
+    watch = LogWatch()
+    root = logging.getLogger("stoffelnet")
+    root.addHandler(watch)
+    try:
+        yield watch
+    finally:
+        root.removeHandler(watch)
+
+
+def caplog_messages(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == logger and r.levelno >= logging.WARNING]
+
+
+def make_identity(folder: Path, name: str) -> TLSConfig:
+    """A fresh key and self-signed certificate that nobody pinned (a stranger), written to `folder`."""
+    tls = TLSConfig(folder / f"{name}.pem", folder / f"{name}.key")
+    keys.write_identity(keys.generate_identity(name), tls.cert, tls.key)
+    return tls
