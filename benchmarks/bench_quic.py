@@ -160,7 +160,7 @@ def bare_configuration(k: Keys, me: int, *, client: bool, profile: Profile) -> Q
         config.load_cert_chain(k.certs[me], k.keys[me])
         return config
     context = TransportContext(options=dict(profile.options), credentials=Credentials(k.certs[me], k.keys[me]))
-    return QuicTransport(context)._configuration(client=client, alpn=alpn)
+    return QuicTransport(context)._configuration(client=client, alpn=alpn, host=HOST)
 
 
 class BareQuic(QuicConnectionProtocol):

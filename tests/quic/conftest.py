@@ -41,7 +41,7 @@ from stoffelnet_core.network import Client, Network, open_client, open_network
 from stoffelnet_core.peer import ConnectionState
 from stoffelnet_core.proof import proof_message
 from stoffelnet_core.testing import _bind_ports, _make_keys
-from stoffelnet_quic.transport import ALPN, STREAM, QuicListener
+from stoffelnet_quic.transport import ALPN, STREAM, QuicListener, _BatchingServer
 
 N_PARTIES = 3
 TIMEOUT = 5.0  # seconds: the bound on every single wait in these suites
@@ -114,12 +114,12 @@ async def victim(tmp_path: Path) -> AsyncIterator[Victim]:
         yield Victim(parties, client, base, tls)
 
 
-def quic_server(net: Network) -> QuicServer:
+def quic_server(net: Network) -> _BatchingServer:
     """The aioquic server behind a party's listener (private: tests instrument and inspect it)."""
     listener = net._listener
     assert isinstance(listener, QuicListener)
     server = listener._server
-    assert isinstance(server, QuicServer)
+    assert isinstance(server, _BatchingServer)
     return server
 
 

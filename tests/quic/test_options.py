@@ -13,7 +13,11 @@ from stoffelnet_quic import QuicOptions
 
 def test_defaults_are_mtu_safe() -> None:
     options = QuicOptions.from_mapping({})
-    assert options.max_datagram_size == 1200
+    assert options.datagram_size_for("192.0.2.7") == 1200  # any real network
+    assert options.datagram_size_for("example.org") == 1200
+    assert options.datagram_size_for("127.0.0.1") == 16384  # loopback: MTU 64 KiB
+    assert options.datagram_size_for("::1") == 16384
+    assert QuicOptions.from_mapping({"max_datagram_size": 1300}).datagram_size_for("127.0.0.1") == 1300
     assert options.keepalive_interval_ms <= options.idle_timeout_ms // 2
 
 
