@@ -14,7 +14,7 @@ from typing import Any
 import cbor2
 
 from . import errors
-from .frames import Ack, Close, Data, Envelope, Handshake, Kind, Proof, Tag
+from .frames import Accepted, Ack, Close, Data, Envelope, Handshake, Kind, Proof, Tag
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -72,6 +72,8 @@ def encode(envelope: Envelope) -> bytes:
         fields = [int(Kind.CLOSE), envelope.reason]
     elif isinstance(envelope, Proof):
         fields = [int(Kind.PROOF), envelope.certificate, envelope.signature]
+    elif isinstance(envelope, Accepted):
+        fields = [int(Kind.ACCEPTED)]
     else:
         raise TypeError(f"not an envelope: {envelope!r}")
     body = _dumps(fields)
@@ -170,6 +172,10 @@ def _decode_fields(fields: object, size: int, body: bytes | bytearray | memoryvi
         if n != 3:
             raise errors.FramingError(f"a Proof envelope has 3 fields, got {n}")
         return Proof(_bytes(fields[1], "certificate"), _bytes(fields[2], "signature"))
+    if kind == Kind.ACCEPTED and type(kind) is int:
+        if n != 1:
+            raise errors.FramingError(f"an Accepted envelope has 1 field, got {n}")
+        return Accepted()
     raise errors.FramingError(f"unknown envelope kind {_show(kind)}")
 
 

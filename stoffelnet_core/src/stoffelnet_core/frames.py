@@ -14,6 +14,7 @@ import attrs
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "Accepted",
     "Ack",
     "Close",
     "Data",
@@ -39,6 +40,7 @@ class Kind(enum.IntEnum):
     ACK = 2
     CLOSE = 3
     PROOF = 4
+    ACCEPTED = 5
 
 
 @attrs.frozen
@@ -91,4 +93,9 @@ class Proof:
     signature: bytes
 
 
-Envelope = Handshake | Data | Ack | Close | Proof
+@attrs.frozen
+class Accepted:
+    """The acceptor verified the dialer's `Proof`: only now may the dialer consider the connection open."""
+
+
+Envelope = Handshake | Data | Ack | Close | Proof | Accepted

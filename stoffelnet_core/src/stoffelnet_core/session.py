@@ -26,7 +26,7 @@ from typing import NamedTuple
 import attrs
 
 from . import codec, errors
-from .frames import PROTOCOL_VERSION, Ack, Close, Data, Handshake, Proof, Tag
+from .frames import PROTOCOL_VERSION, Accepted, Ack, Close, Data, Handshake, Proof, Tag
 from .ids import ClientType
 from .proof import proof_message
 
@@ -159,6 +159,7 @@ class Session:
         self._proof_verifier = proof_verifier
         self._local_fingerprint = local_fingerprint
         self._awaiting_proof: Handshake | None = None  # acceptor: the dialer's claim, until its Proof verifies
+        self._awaiting_acceptance: PeerIdentity | None = None  # dialer: the proven acceptor, until it accepts us
         self._handshake = Handshake(role.value, local_id, PROTOCOL_VERSION, session_id, nonce)
         self._max_frame_size = max_frame_size
         self._channels: dict[int, _Channel] = {}
@@ -269,6 +270,8 @@ class Session:
                     events.append(completed)
             elif type(envelope) is Proof:
                 events.append(self._on_proof(envelope))
+            elif type(envelope) is Accepted:
+                events.append(self._on_accepted())
             elif self.state is not SessionState.OPEN:
                 raise errors.FramingError(f"{type(envelope).__name__} before the handshake completed")
             elif type(envelope) is Close:
@@ -298,7 +301,11 @@ class Session:
         raise errors.FramingError("data frame before the handshake completed")
 
     def _on_handshake(self, handshake: Handshake) -> HandshakeCompleted | None:
-        if self.state is not SessionState.HANDSHAKING or self._awaiting_proof is not None:
+        if (
+            self.state is not SessionState.HANDSHAKING
+            or self._awaiting_proof is not None
+            or self._awaiting_acceptance is not None
+        ):
             raise errors.FramingError("a second Handshake on this connection")
         if self.dialer and not self._initiated:
             raise errors.FramingError("the acceptor spoke first: a dialer's Handshake must come first")
@@ -323,6 +330,8 @@ class Session:
             message = proof_message(handshake.nonce, peer.fingerprint, own.role, own.id, own.nonce)
             certificate, signature = self._prover(message)
             self._outgoing.append((CONTROL_CHANNEL, codec.encode(Proof(certificate, signature))))
+            self._awaiting_acceptance = peer  # open only once the acceptor says the proof verified
+            return None
         self.peer = peer
         self.state = SessionState.OPEN
         if not self.dialer:
@@ -340,6 +349,16 @@ class Session:
         proven = self._proof_verifier(proof.certificate, proof.signature, message)
         peer = self._verify(claim, proven)
         self._awaiting_proof = None
+        self.peer = peer
+        self.state = SessionState.OPEN
+        self._outgoing.append((CONTROL_CHANNEL, codec.encode(Accepted())))
+        return HandshakeCompleted(peer)
+
+    def _on_accepted(self) -> HandshakeCompleted:
+        peer = self._awaiting_acceptance
+        if peer is None or self.state is not SessionState.HANDSHAKING:
+            raise errors.FramingError("an Accepted that answers no Proof")
+        self._awaiting_acceptance = None
         self.peer = peer
         self.state = SessionState.OPEN
         return HandshakeCompleted(peer)
