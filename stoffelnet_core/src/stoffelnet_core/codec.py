@@ -14,7 +14,7 @@ from typing import Any
 import cbor2
 
 from . import errors
-from .frames import Accepted, Ack, Close, Data, Envelope, Handshake, Kind, Proof, Tag
+from .frames import Accepted, Ack, Close, Data, Envelope, Handshake, Kind, Ping, Proof, Tag
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -74,6 +74,8 @@ def encode(envelope: Envelope) -> bytes:
         fields = [int(Kind.PROOF), envelope.certificate, envelope.signature]
     elif isinstance(envelope, Accepted):
         fields = [int(Kind.ACCEPTED)]
+    elif isinstance(envelope, Ping):
+        fields = [int(Kind.PING)]
     else:
         raise TypeError(f"not an envelope: {envelope!r}")
     body = _dumps(fields)
@@ -172,6 +174,10 @@ def _decode_fields(fields: object, size: int, body: bytes | bytearray | memoryvi
         if n != 3:
             raise errors.FramingError(f"a Proof envelope has 3 fields, got {n}")
         return Proof(_bytes(fields[1], "certificate"), _bytes(fields[2], "signature"))
+    if kind == Kind.PING and type(kind) is int:
+        if n != 1:
+            raise errors.FramingError(f"a Ping envelope has 1 field, got {n}")
+        return Ping()
     if kind == Kind.ACCEPTED and type(kind) is int:
         if n != 1:
             raise errors.FramingError(f"an Accepted envelope has 1 field, got {n}")

@@ -213,6 +213,7 @@ class Config:
     max_frame_size: int = 104857600  # the seed's 100 MiB; see codec.DEFAULT_MAX_FRAME_SIZE
     send_buffer_bytes: int = 4194304
     receive_window_bytes: int = 1048576
+    keepalive_ms: int = 5000  # a Ping after this much quiet; a peer silent for 3x this is lost (0: off)
     tls: TLSConfig | None = None
     parties: tuple[Node, ...] = attrs.field(default=(), converter=_parties_tuple)
     clients: ClientsConfig = attrs.field(factory=ClientsConfig)
@@ -229,6 +230,7 @@ class Config:
         _check_int("max_frame_size", self.max_frame_size, minimum=1, maximum=_MAX_FRAME_SIZE, unit=" (bytes)")
         _check_int("send_buffer_bytes", self.send_buffer_bytes, minimum=_MIN_BUFFER)
         _check_int("receive_window_bytes", self.receive_window_bytes, minimum=_MIN_BUFFER)
+        _check_int("keepalive_ms", self.keepalive_ms, minimum=0, unit=" (milliseconds)")
         if self.tls is not None and not isinstance(self.tls, TLSConfig):
             raise _fail("tls", "must be a TLSConfig", self.tls)
         if not isinstance(self.clients, ClientsConfig):
@@ -359,13 +361,14 @@ _TOP_KEYS = (
     "max_frame_size",
     "send_buffer_bytes",
     "receive_window_bytes",
+    "keepalive_ms",
     "tls",
     "parties",
     "clients",
     "transport_options",
 )
-_SCALAR_KEYS = _TOP_KEYS[:8]  # passed to Config as they are; its checks name them
-_LIMIT_KEYS = _TOP_KEYS[3:8]  # the integers every dump writes out, defaults included
+_SCALAR_KEYS = _TOP_KEYS[:9]  # passed to Config as they are; its checks name them
+_LIMIT_KEYS = _TOP_KEYS[3:9]  # the integers every dump writes out, defaults included
 _TLS_KEYS = ("cert", "key")
 _PARTY_KEYS = ("id", "address", "listen", "fingerprint", "cert")
 _CLIENTS_KEYS = ("allow", "certs")

@@ -21,6 +21,7 @@ __all__ = [
     "Envelope",
     "Handshake",
     "Kind",
+    "Ping",
     "Proof",
     "Tag",
 ]
@@ -41,6 +42,7 @@ class Kind(enum.IntEnum):
     CLOSE = 3
     PROOF = 4
     ACCEPTED = 5
+    PING = 6
 
 
 @attrs.frozen
@@ -98,4 +100,9 @@ class Accepted:
     """The acceptor verified the dialer's `Proof`: only now may the dialer consider the connection open."""
 
 
-Envelope = Handshake | Data | Ack | Close | Proof | Accepted
+@attrs.frozen
+class Ping:
+    """Keep-alive: proof of life after a quiet interval; needs no answer (the peer sends its own)."""
+
+
+Envelope = Handshake | Data | Ack | Close | Proof | Accepted | Ping

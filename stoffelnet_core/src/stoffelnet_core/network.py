@@ -324,6 +324,7 @@ class _Member:
             window=self.config.receive_window_bytes,
             send_limit=self.config.send_buffer_bytes,
             sink=self,
+            keepalive=self.config.keepalive_ms / 1000,
         )
 
     def _local_identity(self) -> tuple[ClientType, int]:

@@ -62,6 +62,7 @@ class PeerConnection:
         window: int,
         send_limit: int,
         sink: MessageSink | None = None,
+        keepalive: float = 0.0,
     ) -> None:
         self._pipe = pipe
         self._session = sess
@@ -78,6 +79,11 @@ class PeerConnection:
         self.state = ConnectionState.CONNECTED
         self.error: errors.StoffelnetError | None = None  # why the connection ended, when it was not a clean close
         self.stats = _PeerCounters()
+        # Keep-alive: a Ping after `keepalive` seconds of sending nothing; a peer heard from for 3x that is gone,
+        # even if no FIN or RST ever comes (a cut cable, a silent middlebox, a frozen process).
+        self._keepalive = keepalive
+        self._last_in = self._last_out = self._loop.time()
+        self._keepalive_timer = self._loop.call_later(keepalive, self._keepalive_tick) if keepalive > 0 else None
         pipe.set_receiver(self)
 
     # -- identity --------------------------------------------------------------------------------------------------
@@ -232,7 +238,26 @@ class PeerConnection:
         chunks = self._mux.data_to_send()
         if chunks:
             self._pipe.writelines(chunks)
+            self._last_out = self._loop.time()
             self._wake_senders()
+
+    def _keepalive_tick(self) -> None:
+        if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED):
+            return
+        now = self._loop.time()
+        silent = now - self._last_in
+        if silent >= 3 * self._keepalive:
+            self._fail(
+                errors.ConnectionLost(
+                    f"{self._peer_label()} was silent for {silent:.1f}s (keep-alive every {self._keepalive:g}s)",
+                    peer=self._peer_id(),
+                )
+            )
+            return
+        if now - self._last_out >= self._keepalive:
+            self._session.ping()
+            self._schedule_flush()
+        self._keepalive_timer = self._loop.call_later(self._keepalive / 2, self._keepalive_tick)
 
     def _wake_senders(self) -> None:
         waiters, self._send_waiters = self._send_waiters, []
@@ -242,6 +267,7 @@ class PeerConnection:
 
     # -- PipeReceiver --------------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        self._last_in = self._loop.time()
         try:
             self._receive(data)
         except errors.StoffelnetError as exc:
@@ -391,6 +417,8 @@ class PeerConnection:
         if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED):
             return
         self.state = state
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
         if exc is not None:
             self.error = exc
         if not self._handshake.done():

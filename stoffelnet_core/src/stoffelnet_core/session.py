@@ -26,7 +26,7 @@ from typing import NamedTuple
 import attrs
 
 from . import codec, errors
-from .frames import PROTOCOL_VERSION, Accepted, Ack, Close, Data, Handshake, Proof, Tag
+from .frames import PROTOCOL_VERSION, Accepted, Ack, Close, Data, Handshake, Ping, Proof, Tag
 from .ids import ClientType
 from .proof import proof_message
 
@@ -206,6 +206,11 @@ class Session:
         self._send_seq[stream] = seq + 1
         return frame
 
+    def ping(self) -> None:
+        """Queue a keep-alive Ping (only while open: before that the handshake itself is the traffic)."""
+        if self.state is SessionState.OPEN and not self.sent_close:
+            self._outgoing.append((CONTROL_CHANNEL, codec.encode(Ping())))
+
     def close(self, reason: str = "") -> None:
         """Queue our Close; nothing more may be sent afterwards."""
         if self.sent_close or self.state in (SessionState.FAILED, SessionState.CLOSED):
@@ -281,8 +286,8 @@ class Session:
                 if self.sent_close:
                     self.state = SessionState.CLOSED
                 events.append(CloseReceived(envelope.reason))
-            elif type(envelope) is Ack:
-                pass  # acknowledgements drive resume; without a resend buffer there is nothing to release
+            elif type(envelope) is Ack or type(envelope) is Ping:
+                pass  # Ack drives resume (no resend buffer yet); a Ping is only proof of life
             accepting = self.state is SessionState.OPEN and not self.received_close
         ch.recv_seq = seq
         ch.held += held

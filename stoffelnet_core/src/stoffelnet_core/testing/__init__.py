@@ -34,6 +34,7 @@ _NETWORK_OVERRIDES = frozenset(
         "timeout_ms",
         "max_retries",
         "transport_options",
+        "keepalive_ms",
     }
 )
 
