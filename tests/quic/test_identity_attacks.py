@@ -100,7 +100,14 @@ CLAIMS = [
     # 3. an allowed client's key claiming a party id (over either ALPN: ALPN is not an identity)
     Claim("client0", "server", 0, "peer claiming to be party 0 proved the key of client 0"),
     Claim("client1", "server", 1, "peer claiming to be party 1 proved the key of client 1"),
-    Claim("client0", "server", 0, "peer claiming to be party 0 proved the key of client 0", alpn=ALPN_CLIENT),
+    # ... and over the client ALPN: refused because the role it negotiated is not the one it claims
+    Claim(
+        "client0",
+        "server",
+        0,
+        "peer negotiated 'stoffelnet/1-client' in TLS but claims the role server",
+        alpn=ALPN_CLIENT,
+    ),
     # a party's key posing as a client, and one client posing as another
     Claim("party1", "client", SPARE_CLIENT, "peer claiming to be client 1 proved the key of party 1"),
     Claim("client0", "client", SPARE_CLIENT, "peer claiming to be client 1 proved the key of client 0"),

@@ -547,3 +547,12 @@ def test_a_held_message_stalls_a_window_limited_sender() -> None:
 def test_consumed_on_an_unknown_channel_returns_the_credit() -> None:
     _, acceptor = open_pair()
     assert acceptor.consumed(99, 17) == 17
+
+
+def test_alpn_role_must_match_the_claimed_role() -> None:
+    from stoffelnet_core.transport import ALPN_CLIENT
+
+    link = LinkInfo("tcp-tls", alpn=ALPN_CLIENT, trusted=True)  # trusted: only the ALPN check can refuse
+    claim = Handshake("server", 0, PROTOCOL_VERSION, b"s", b"n")
+    with pytest.raises(errors.AuthenticationError, match="negotiated 'stoffelnet/1-client' in TLS but claims"):
+        identity.verify_peer(claim, link, identity.Expectation(PARTIES, accept_parties_below=1))

@@ -16,7 +16,9 @@ from . import errors
 from .frames import Handshake
 from .ids import ClientType
 from .session import PeerIdentity
-from .transport import LinkInfo
+from .transport import ALPN_CLIENT, ALPN_PARTY, LinkInfo
+
+_ALPN_ROLES = {ALPN_PARTY: ClientType.SERVER, ALPN_CLIENT: ClientType.CLIENT}
 
 __all__ = ["Expectation", "certificate_fingerprint", "verify_peer"]
 
@@ -84,6 +86,12 @@ def verify_peer(handshake: Handshake, info: LinkInfo, expect: Expectation, prove
     except ValueError:
         raise errors.AuthenticationError(f"peer claimed an unknown role {handshake.role!r}") from None
     claimed = handshake.id
+    # ALPN names the dialer's role: check it where the peer is the dialer (we accept; no party is expected).
+    alpn_role = _ALPN_ROLES.get(info.alpn or "") if expect.party is None else None
+    if alpn_role is not None and alpn_role is not role:
+        raise errors.AuthenticationError(
+            f"peer negotiated {info.alpn!r} in TLS but claims the role {role.value} in its Handshake", peer=claimed
+        )
     if claimed is None:
         raise errors.AuthenticationError(f"peer with role {role.value} claimed no id")
     if role is ClientType.SERVER:

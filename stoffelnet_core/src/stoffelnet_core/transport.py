@@ -19,6 +19,8 @@ import attrs
 from .ids import Address, ClientType
 
 __all__ = [
+    "ALPN_CLIENT",
+    "ALPN_PARTY",
     "PLUGIN_API_VERSION",
     "BytePipe",
     "Credentials",
@@ -29,6 +31,9 @@ __all__ = [
     "TransportContext",
     "read_options",
 ]
+
+ALPN_PARTY = "stoffelnet/1-party"  # what a TLS transport negotiates for a party's connection
+ALPN_CLIENT = "stoffelnet/1-client"  # ... and for a client's; core checks it against the Handshake's role
 
 PLUGIN_API_VERSION = 1
 """Version of this interface; a plugin declaring another major version is listed as broken, never loaded."""

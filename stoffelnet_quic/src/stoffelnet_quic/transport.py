@@ -30,7 +30,16 @@ from cryptography.hazmat.primitives import serialization
 
 from stoffelnet_core import errors, keys
 from stoffelnet_core.ids import Address, ClientType
-from stoffelnet_core.transport import BytePipe, LinkInfo, Listener, PipeReceiver, Transport, TransportContext
+from stoffelnet_core.transport import (
+    ALPN_CLIENT,
+    ALPN_PARTY,
+    BytePipe,
+    LinkInfo,
+    Listener,
+    PipeReceiver,
+    Transport,
+    TransportContext,
+)
 
 from .options import QuicOptions
 
@@ -38,7 +47,7 @@ __all__ = ["ALPN", "QuicListener", "QuicPipe", "QuicTransport"]
 
 log = logging.getLogger("stoffelnet.quic")
 
-ALPN = {ClientType.SERVER: "stoffelnet/1-party", ClientType.CLIENT: "stoffelnet/1-client"}
+ALPN = {ClientType.SERVER: ALPN_PARTY, ClientType.CLIENT: ALPN_CLIENT}
 STREAM = 0  # the dialer's first bidirectional stream carries core's multiplexer
 
 
@@ -411,10 +420,12 @@ class QuicTransport(Transport):
             raise errors.InitializationFailed(f"cannot open a UDP socket for {address}: {exc}") from exc
         try:
             protocol.connect(addr, transmit=True)
-            async with asyncio.timeout(self.context.connect_timeout):
-                await asyncio.wait(
-                    {ready, asyncio.ensure_future(protocol.wait_closed())}, return_when=asyncio.FIRST_COMPLETED
-                )
+            closed = asyncio.ensure_future(protocol.wait_closed())
+            try:
+                async with asyncio.timeout(self.context.connect_timeout):
+                    await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()  # only needed while connecting; the pipe learns of the end by its own event
             if not ready.done():
                 end = protocol.terminated
                 code = end.error_code if end is not None else None

@@ -24,7 +24,7 @@ from typing import ClassVar
 from stoffelnet_core import errors, keys
 from stoffelnet_core.aio import ProtocolPipe
 from stoffelnet_core.ids import Address, ClientType
-from stoffelnet_core.transport import BytePipe, LinkInfo, Listener, Transport, TransportContext
+from stoffelnet_core.transport import ALPN_CLIENT, ALPN_PARTY, BytePipe, LinkInfo, Listener, Transport, TransportContext
 
 from .options import TcpTlsOptions
 
@@ -32,7 +32,7 @@ __all__ = ["ALPN", "TcpTlsListener", "TcpTlsTransport"]
 
 log = logging.getLogger("stoffelnet.tcp_tls")
 
-ALPN = {ClientType.SERVER: "stoffelnet/1-party", ClientType.CLIENT: "stoffelnet/1-client"}
+ALPN = {ClientType.SERVER: ALPN_PARTY, ClientType.CLIENT: ALPN_CLIENT}
 
 
 def _context(*, server: bool, cert: str, key: str, trusted: list[str], alpn: list[str]) -> ssl.SSLContext:
