@@ -44,7 +44,6 @@ import ssl
 import statistics
 import tempfile
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,14 +51,10 @@ from typing import Any, NamedTuple
 import aioquic
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import NetworkAddress, QuicConnection
-from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamDataReceived
+from aioquic.quic.connection import NetworkAddress
 
-from stoffelnet_core import Address, Config, Network, Node, PartyId, TLSConfig, keys, open_network
-from stoffelnet_core.ids import ClientType
-from stoffelnet_core.transport import Credentials, TransportContext
-from stoffelnet_quic.transport import ALPN, QuicTransport
+from stoffelnet_core import Address, Config, Network, Node, PartyId, TLSConfig, open_network
+from stoffelnet_quic.baseline import Keys, bare_ends, bare_mesh, free_udp_ports, make_keys
 
 SMALL = b"p" * 64
 KIB = b"k" * 1024
@@ -70,35 +65,6 @@ STREAM = 0
 
 Send = Callable[[bytes], Awaitable[None]]
 Recv = Callable[[], Awaitable[bytes]]
-
-
-class Keys(NamedTuple):
-    certs: tuple[str, ...]
-    keys: tuple[str, ...]
-    fingerprints: tuple[str, ...]
-
-
-def make_keys(folder: Path, n: int = PARTIES) -> Keys:
-    certs, key_files, fingerprints = [], [], []
-    for i in range(n):
-        identity = keys.generate_identity(f"party{i}")
-        cert, key = folder / f"party{i}.pem", folder / f"party{i}.key"
-        keys.write_identity(identity, cert, key)
-        certs.append(str(cert))
-        key_files.append(str(key))
-        fingerprints.append(identity.fingerprint)
-    return Keys(tuple(certs), tuple(key_files), tuple(fingerprints))
-
-
-def free_udp_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Profile(NamedTuple):
@@ -112,6 +78,9 @@ PROFILES = [
     Profile("mds 16384", {"max_datagram_size": 16384}, False),
     Profile("defaults", {}, True),
 ]
+
+
+# -- bare aioquic: stoffelnet_quic.baseline
 
 
 # -- stoffelnet ------------------------------------------------------------------------------------------------------
@@ -142,178 +111,6 @@ async def stoffel_mesh(k: Keys, n: int, options: Mapping[str, Any]) -> AsyncIter
 def stoffel_ends(nets: Sequence[Network], me: int, peer: int) -> tuple[Send, Recv]:
     net = nets[me]
     return functools.partial(net.send, peer), functools.partial(net.receive_from, peer)
-
-
-# -- bare aioquic ----------------------------------------------------------------------------------------------------
-# Unacknowledged bytes in aioquic's stream buffer before a sender waits: 256 KiB and 1 MiB tie on the dev machine,
-# 4 MiB is slower (both ends on one loop). stoffelnet's own bound is its 1 MiB receive window per stream.
-_HIGH_WATER = 1024 * 1024
-
-
-def bare_configuration(k: Keys, me: int, *, client: bool, profile: Profile) -> QuicConfiguration:
-    """The transport's own configuration for this profile, or (bare_defaults) aioquic's defaults with our keys."""
-    alpn = [ALPN[ClientType.SERVER]] if client else list(ALPN.values())
-    if profile.bare_defaults:
-        config = QuicConfiguration(
-            is_client=client, alpn_protocols=alpn, verify_mode=ssl.CERT_NONE, server_name="stoffelnet"
-        )
-        config.load_cert_chain(k.certs[me], k.keys[me])
-        return config
-    context = TransportContext(options=dict(profile.options), credentials=Credentials(k.certs[me], k.keys[me]))
-    return QuicTransport(context)._configuration(client=client, alpn=alpn, host=HOST)
-
-
-class BareQuic(QuicConnectionProtocol):
-    """One QUIC connection carrying 4-byte length-prefixed messages on stream 0, writes coalesced per loop turn."""
-
-    def __init__(self, quic: QuicConnection, **kwargs: Any) -> None:
-        super().__init__(quic, **kwargs)
-        self.ready: asyncio.Future[None] = self._loop.create_future()
-        self._buf = bytearray()
-        self._inbox: deque[bytes] = deque()
-        self._recv_waiter: asyncio.Future[None] | None = None
-        self._out: list[bytes] = []
-        self._out_size = 0
-        self._flush_scheduled = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._lost = False
-        self._greeted = quic.configuration.is_client  # the server waits for the client's empty hello
-
-    def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, StreamDataReceived):
-            self._data(event.data)
-        elif isinstance(event, HandshakeCompleted):
-            if self._quic.configuration.is_client:
-                self._quic.send_stream_data(STREAM, b"\0\0\0\0")  # opens stream 0 with an empty hello
-                self.transmit()
-                self.ready.set_result(None)
-        elif isinstance(event, ConnectionTerminated):
-            self._lost = True
-            for waiter in [self._recv_waiter, *self._drain_waiters]:
-                if waiter is not None and not waiter.done():
-                    waiter.set_exception(ConnectionError("connection lost"))
-
-    def _data(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        pos, end, inbox = 0, len(buf), self._inbox
-        while end - pos >= 4:
-            stop = pos + 4 + int.from_bytes(buf[pos : pos + 4], "big")
-            if stop > end:
-                break
-            if self._greeted:
-                inbox.append(bytes(buf[pos + 4 : stop]))
-            else:
-                self._greeted = True
-                self.ready.set_result(None)
-            pos = stop
-        del buf[:pos]
-        waiter = self._recv_waiter
-        if inbox and waiter is not None:
-            self._recv_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _unacked(self) -> int:
-        stream = self._quic._streams.get(STREAM)
-        return len(stream.sender._buffer) if stream is not None else 0
-
-    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
-        super().datagram_received(data, addr)
-        if self._drain_waiters and self._unacked() < _HIGH_WATER:
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def send(self, data: bytes) -> None:
-        self._out.append(len(data).to_bytes(4, "big"))
-        self._out.append(data)
-        self._out_size += len(data) + 4
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-        if self._out_size + self._unacked() >= _HIGH_WATER:
-            waiter = self._loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._out or self._lost:
-            return
-        self._quic.send_stream_data(STREAM, b"".join(self._out))
-        self._out = []
-        self._out_size = 0
-        self.transmit()
-
-    async def recv(self) -> bytes:
-        inbox = self._inbox
-        while not inbox:
-            if self._lost:
-                raise ConnectionError("connection lost")
-            self._recv_waiter = waiter = self._loop.create_future()
-            await waiter
-        return inbox.popleft()
-
-
-async def bare_listen(
-    k: Keys, me: int, profile: Profile, on_conn: Callable[[BareQuic], None]
-) -> tuple[QuicServer, int]:
-    config = bare_configuration(k, me, client=False, profile=profile)
-
-    def create(quic: QuicConnection, **kwargs: Any) -> BareQuic:
-        conn = BareQuic(quic, **kwargs)
-        on_conn(conn)
-        return conn
-
-    transport, server = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: QuicServer(configuration=config, create_protocol=create), local_addr=(HOST, 0)
-    )
-    port: int = transport.get_extra_info("sockname")[1]
-    return server, port
-
-
-async def bare_dial(k: Keys, me: int, port: int, profile: Profile) -> tuple[asyncio.DatagramTransport, BareQuic]:
-    config = bare_configuration(k, me, client=True, profile=profile)
-    connection = QuicConnection(configuration=config)
-    transport, conn = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: BareQuic(connection), local_addr=(HOST, 0)
-    )
-    conn.connect((HOST, port))
-    await conn.ready
-    return transport, conn
-
-
-@contextlib.asynccontextmanager
-async def bare_mesh(k: Keys, n: int, profile: Profile) -> AsyncIterator[dict[tuple[int, int], BareQuic]]:
-    """Connections between every pair of `n` parties in this process: ``conns[(me, peer)]`` is me's end."""
-    conns: dict[tuple[int, int], BareQuic] = {}
-    endpoints: list[asyncio.DatagramTransport] = []
-    servers: list[QuicServer] = []
-    try:
-        for hi in range(1, n):
-            accepted: asyncio.Queue[BareQuic] = asyncio.Queue()
-            server, port = await bare_listen(k, hi, profile, accepted.put_nowait)
-            servers.append(server)
-            for lo in range(hi):
-                dialer_transport, conns[(lo, hi)] = await bare_dial(k, lo, port, profile)
-                endpoints.append(dialer_transport)
-                conns[(hi, lo)] = theirs = await accepted.get()  # dials are one at a time: accepted in order
-                await theirs.ready
-        yield conns
-    finally:
-        for conn in conns.values():
-            conn.close()
-        for server in servers:
-            server.close()
-        for endpoint in endpoints:
-            endpoint.close()
-
-
-def bare_ends(conns: dict[tuple[int, int], BareQuic], me: int, peer: int) -> tuple[Send, Recv]:
-    conn = conns[(me, peer)]
-    return conn.send, conn.recv
 
 
 # -- an experiment: the transport reading datagrams in batches ---------------------------------------------------------
@@ -454,7 +251,7 @@ async def _mesh(impl: str, k: Keys, n: int, profile: Profile) -> AsyncIterator[l
         async with stoffel_mesh(k, n, profile.options) as nets:
             yield [{p: stoffel_ends(nets, me, p) for p in range(n) if p != me} for me in range(n)]
     else:
-        async with bare_mesh(k, n, profile) as conns:
+        async with bare_mesh(k, n, profile.options, profile.bare_defaults) as conns:
             yield [{p: bare_ends(conns, me, p) for p in range(n) if p != me} for me in range(n)]
 
 

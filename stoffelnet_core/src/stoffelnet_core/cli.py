@@ -25,6 +25,7 @@ import json
 import logging
 import platform
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -363,6 +364,54 @@ def _run_member(role: str, args: argparse.Namespace) -> int:
 
 
 command("ping")(setup_ping_command)
+
+
+@command("bench")
+def _bench(parser: argparse.ArgumentParser) -> Runner:
+    """Measure each installed transport beside its bare baseline, in one run, and print the ratios.
+
+    Cases: 64 B round trip (median, p99), one-way msg/s at 64 B and 1 KiB, MiB/s at 64 KiB and 1 MiB, 3-party
+    rounds in one process, and all-to-all rounds/s of 3, 5 and 8 parties as separate processes at 64 B and 4 KiB
+    with each party's peak RSS. Stoffelnet and the baseline alternate (A, B, A, B ...) and the best repeat is kept:
+    only ratios from one run count, absolute figures drift between runs.
+    """
+    parser.add_argument(
+        "--transport",
+        action="append",
+        metavar="NAME",
+        help="measure this transport (repeatable; default: every installed transport that is ok)",
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer messages and repeats, 3-party rounds only")
+    parser.add_argument("--json", metavar="FILE", help="also write the machine and the rows as JSON to FILE")
+    parser.add_argument("--plot", metavar="FILE.png", help="also draw the ratios into FILE.png (needs matplotlib)")
+
+    def run(args: argparse.Namespace) -> int:
+        from . import bench
+
+        if args.plot:
+            bench.require_matplotlib()  # before minutes of measuring, not after
+
+        def progress(line: str) -> None:
+            print(f"bench: {line}", file=sys.stderr, flush=True)
+
+        started = time.perf_counter()
+        sizes = bench.QUICK if args.quick else bench.FULL
+        rows = bench.run_bench(args.transport, sizes, progress=progress)
+        info = bench.machine()
+        names = list(dict.fromkeys(row.transport for row in rows if row.transport != "core"))
+        print(
+            f"machine: {info['cpu']}, {info['cpus']} cpus, {info['system']}, {info['python']}, {info['openssl']}; "
+            f"{'--quick, ' if args.quick else ''}best of {sizes.repeats}, interleaved; "
+            f"{time.perf_counter() - started:.0f} s"
+        )
+        bench.format_table(rows, sys.stdout, bench.baseline_names(names))
+        if args.json:
+            bench.write_json(rows, args.json, info)
+        if args.plot:
+            bench.plot(rows, args.plot)
+        return EXIT_OK
+
+    return run
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class DemoResult:
     bytes_sent: tuple[int, ...] = ()  # by party: bytes sent to the other parties (computation and rounds)
     rounds_s: float = 0.0  # wall time of the rounds (the slowest party's)
     failed_members: tuple[str, ...] = ()  # the member(s) that caused the failure, as far as can be told
+    rss_peak_kib: tuple[int, ...] = ()  # by party, over processes: each one's peak resident set size (VmHWM)
 
     @property
     def ok(self) -> bool:
@@ -380,6 +381,7 @@ def _summarise(
         bytes_sent=tuple(int(r["bytes_sent"]) for r in party_results if "bytes_sent" in r),
         rounds_s=max((float(r.get("rounds_s", 0.0)) for r in party_results), default=0.0),
         failed_members=tuple(culprits),
+        rss_peak_kib=tuple(int(r["rss_peak_kib"]) for r in party_results if r.get("rss_peak_kib") is not None),
     )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "expected_payload",
     "member_name",
     "print_results",
+    "rss_peak_kib",
     "run_client",
     "run_interruptible",
     "run_member",
@@ -62,6 +63,18 @@ def expected_payload(sender: int, round_no: int, size: int) -> bytes:
     block = hashlib.sha256(head).digest()
     body = (block * (size // len(block) + 1))[: max(0, size - len(head))]
     return (head + body)[:size] if size >= len(head) else head[:size]
+
+
+def rss_peak_kib() -> int | None:
+    """This process's peak resident set size in KiB (``VmHWM`` in /proc/self/status); None where there is none."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def member_name(config: Config) -> str:
@@ -182,6 +195,7 @@ async def run_party(
         "latencies_s": latencies,
         "messages_received": received,
         "bytes_sent": sent,
+        "rss_peak_kib": rss_peak_kib(),
     }
 
 

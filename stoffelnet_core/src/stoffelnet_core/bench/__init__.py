@@ -1,0 +1,516 @@
+"""`stoffelnet bench`: every installed transport beside its bare baseline, measured in one run.
+
+Only ratios measured in one run count: absolute figures on shared machines drift by up to 2x between runs. So each
+case runs stoffelnet, then its baseline, then stoffelnet again (A, B, A, B ...) and the best of the repeats is kept.
+
+**Baselines belong to their transport.** Core never imports a transport: for a transport whose class lives in
+package ``P``, the harness imports ``P.baseline`` when it exists (``stoffelnet_tcp_tls.baseline``,
+``stoffelnet_quic.baseline``). A third-party transport offers one the same way; the module needs two names:
+
+- ``NAME``: a short string saying what the baseline is (``"bare asyncio TLS"``);
+- ``open_mesh(n)``: an async context manager yielding ``mesh[me][peer] == (send, recv)`` for `n` parties connected
+  pairwise in this process, where ``await send(data)`` sends one message and ``await recv()`` returns the next one.
+
+Write it on the same library as the transport, with the same keys and settings, as a competent hand-written program
+would (coalesced writes, reads parsed in place): a weak baseline flatters the ratio. Without such a module the rows
+show the transport's figures with no ratio. Loopback's baseline is core's `asyncio.Queue` (`queue_baseline`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib
+import json
+import os
+import platform
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import attrs
+
+from .. import errors, plugins
+from ..testing import local_network
+from . import _cases, queue_baseline
+from ._cases import Link, Mesh, Recv, Send
+
+__all__ = [
+    "FULL",
+    "QUICK",
+    "Baseline",
+    "Link",
+    "Mesh",
+    "OpenMesh",
+    "Recv",
+    "Row",
+    "Send",
+    "Sizes",
+    "as_json",
+    "baseline_names",
+    "find_baseline",
+    "format_table",
+    "machine",
+    "plot",
+    "require_matplotlib",
+    "run_bench",
+    "write_json",
+]
+
+Better = Literal["higher", "lower"]
+OpenMesh = Callable[[int], AbstractAsyncContextManager[Mesh]]
+"""``open_mesh(n)``: `n` parties connected pairwise in this process (see the module docstring)."""
+Progress = Callable[[str], None]
+"""Called with a short line before each measurement."""
+
+_TIMEOUT = 300.0  # seconds one measurement may take before the run fails
+
+
+@attrs.frozen
+class Sizes:
+    """How much each case moves, and how often it is repeated."""
+
+    rtt: int  # timed 64 B round trips
+    small: int  # 64 B one-way messages
+    kib: int  # 1 KiB one-way messages
+    big: int  # 64 KiB one-way messages
+    huge: int  # 1 MiB one-way messages
+    rounds: int  # all-to-all rounds, in one process and across processes
+    parties: tuple[int, ...]  # party counts of the multi-process rounds
+    repeats: int
+    codec: int = 20_000  # envelopes framed and unframed
+
+
+QUICK = Sizes(rtt=1000, small=15_000, kib=15_000, big=500, huge=25, rounds=1000, parties=(3,), repeats=2, codec=5000)
+FULL = Sizes(rtt=5000, small=100_000, kib=100_000, big=3000, huge=150, rounds=2000, parties=(3, 5, 8), repeats=3)
+
+
+@attrs.frozen
+class Baseline:
+    """A transport's bare baseline: what it is, and how to open `n` parties of it in this process."""
+
+    name: str
+    open_mesh: OpenMesh
+
+
+@attrs.frozen
+class Target:
+    """What a row should reach: the ratio to the baseline, or (`absolute`) the value itself."""
+
+    op: Literal[">=", "<="]
+    value: float
+    absolute: bool = False
+
+    def met(self, value: float, ratio: float | None) -> bool | None:
+        got = value if self.absolute else ratio
+        if got is None:
+            return None
+        return got >= self.value if self.op == ">=" else got <= self.value
+
+    def text(self, unit: str) -> str:
+        if self.absolute:
+            return f"{self.op} {_number(self.value)} {unit}"
+        return f"{self.op} {self.value:.2f}x"
+
+
+@attrs.frozen
+class Row:
+    """One cell of the table: a transport's figure for a case, beside its baseline's."""
+
+    transport: str
+    case: str
+    unit: str
+    value: float
+    baseline: float | None
+    better: Better
+    target: Target | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """value / baseline (whichever way is better: see `better`)."""
+        return None if self.baseline is None or self.baseline == 0 else self.value / self.baseline
+
+
+# -- baselines and targets ---------------------------------------------------------------------------------------
+def find_baseline(name: str, transport: type[Any] | None) -> Baseline | None:
+    """The baseline of transport `name` (class `transport`): ``<its package>.baseline``, or None if it has none.
+
+    Raises `errors.PluginError` when the module exists but lacks `NAME` or `open_mesh` or fails to import.
+    """
+    if transport is not None:
+        module_name = transport.__module__.partition(".")[0] + ".baseline"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise errors.PluginError(f"{name}: baseline {module_name} failed to import: {exc}") from exc
+        except Exception as exc:
+            raise errors.PluginError(f"{name}: baseline {module_name} failed to import: {exc}") from exc
+        else:
+            label, open_mesh = getattr(module, "NAME", None), getattr(module, "open_mesh", None)
+            if not isinstance(label, str) or not callable(open_mesh):
+                raise errors.PluginError(f"{name}: {module_name} needs a NAME string and an open_mesh(n) function")
+            return Baseline(label, open_mesh)
+    if name == "loopback":
+        return Baseline(queue_baseline.NAME, queue_baseline.open_mesh)
+    return None
+
+
+_RATIO_TARGETS: dict[str, dict[str, Target]] = {
+    # the issue's targets, as ratios to the bare baseline in the same run
+    "tcp-tls": {"rtt": Target("<=", 1.15), "rate": Target(">=", 0.9)},
+    "quic": {"rtt": Target("<=", round(1 / 0.9, 2)), "rate": Target(">=", 0.9)},  # >= 0.9x as fast: <= 1.11x time
+}
+
+
+def _target(transport: str, case: str) -> Target | None:
+    if transport == "core" and case.startswith("codec"):
+        return Target("<=", 5.0, absolute=True)
+    if transport == "loopback":
+        if case == "self-delivery 64 B":
+            return Target(">=", 0.5)
+        if case == "one-way 64 B":
+            return Target(">=", 200_000, absolute=True)
+        return None
+    targets = _RATIO_TARGETS.get(transport, {})
+    if case == "round trip 64 B, median":
+        return targets.get("rtt")
+    if case.startswith(("one-way", "rounds")):
+        return targets.get("rate")
+    return None
+
+
+# -- meshes ------------------------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def _stoffelnet_mesh(transport: str, n: int) -> AsyncIterator[Mesh]:
+    async with local_network(n, transport=transport) as lan:
+        yield [
+            {p: (functools.partial(net.send, p), functools.partial(net.receive_from, p)) for p in range(n) if p != me}
+            for me, net in enumerate(lan)
+        ]
+
+
+@contextlib.asynccontextmanager
+async def _self_mesh(transport: str) -> AsyncIterator[Link]:
+    async with local_network(1, transport=transport) as lan:
+        net = lan[0]
+        yield functools.partial(net.send, 0), functools.partial(net.receive_from, 0)
+
+
+@contextlib.asynccontextmanager
+async def _queue_self() -> AsyncIterator[Link]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=65536)
+    yield queue.put, queue.get
+
+
+# -- the in-process cases ----------------------------------------------------------------------------------------
+_SMALL = b"p" * 64
+
+
+Measure = Callable[[OpenMesh, Sizes], Coroutine[Any, Any, list[float]]]
+"""One measurement of a case over a mesh: its figures (the first decides which repeat is best)."""
+
+
+@attrs.frozen
+class _Case:
+    name: str
+    unit: str
+    better: Better
+    measure: Measure
+
+
+async def _rtt(open_mesh: OpenMesh, s: Sizes) -> list[float]:
+    async with open_mesh(2) as mesh:
+        return list(await _cases.round_trips_us(mesh[0][1], mesh[1][0], _SMALL, s.rtt, warm=min(100, s.rtt)))
+
+
+def _one_way(size: int, count: Callable[[Sizes], int], per_mib: bool) -> Measure:
+    payload = b"m" * size
+
+    async def measure(open_mesh: OpenMesh, s: Sizes) -> list[float]:
+        n = count(s)
+        async with open_mesh(2) as mesh:
+            elapsed = await _cases.one_way_s(mesh[0][1][0], mesh[1][0][1], payload, n, warm=max(1, n // 10))
+        return [n * size / 2**20 / elapsed if per_mib else n / elapsed]
+
+    return measure
+
+
+async def _rounds3(open_mesh: OpenMesh, s: Sizes) -> list[float]:
+    async with open_mesh(3) as mesh:
+        return [s.rounds / await _cases.rounds_s(mesh, _SMALL, s.rounds, warm=min(50, s.rounds))]
+
+
+_CASES = [
+    _Case("round trip 64 B, median", "µs", "lower", _rtt),  # the p99 row comes from the same measurement
+    _Case("one-way 64 B", "msg/s", "higher", _one_way(64, lambda s: s.small, per_mib=False)),
+    _Case("one-way 1 KiB", "msg/s", "higher", _one_way(1024, lambda s: s.kib, per_mib=False)),
+    _Case("one-way 64 KiB", "MiB/s", "higher", _one_way(64 * 1024, lambda s: s.big, per_mib=True)),
+    _Case("one-way 1 MiB", "MiB/s", "higher", _one_way(2**20, lambda s: s.huge, per_mib=True)),
+    _Case("rounds 3 parties 64 B, 1 proc", "rounds/s", "higher", _rounds3),
+]
+
+
+async def _timed(coro: Coroutine[Any, Any, list[float]]) -> list[float]:
+    async with asyncio.timeout(_TIMEOUT):
+        return await coro
+
+
+async def _self_delivery(link: AbstractAsyncContextManager[Link], n: int) -> list[float]:
+    async with link as (send, recv):
+        return [n / await _cases.one_way_s(send, recv, _SMALL, n, warm=max(1, n // 10))]
+
+
+# -- the multi-process rounds ------------------------------------------------------------------------------------
+def _process_rounds(transport: str, parties: int, size: int, rounds: int) -> tuple[float, tuple[int, ...]]:
+    """Rounds/s of `parties` processes (the slowest party's wall time) and each party's peak RSS in KiB."""
+    from ..demo import run_processes
+
+    result = asyncio.run(
+        run_processes(parties=parties, clients=0, rounds=rounds, size=size, transport=transport, timeout=_TIMEOUT)
+    )
+    if not result.ok or result.rounds_s <= 0:
+        raise errors.NetworkError(f"{transport}: {parties}-party rounds failed: {'; '.join(result.failures[:3])}")
+    return rounds / result.rounds_s, result.rss_peak_kib
+
+
+# -- the run -----------------------------------------------------------------------------------------------------
+def _keep(
+    best: dict[tuple[str, str, str], list[float]], key: tuple[str, str, str], values: list[float], better: Better
+) -> None:
+    old = best.get(key)
+    if old is None or (values[0] > old[0] if better == "higher" else values[0] < old[0]):
+        best[key] = values
+
+
+def run_bench(
+    transports: Sequence[str] | None = None, sizes: Sizes = FULL, progress: Progress | None = None
+) -> list[Row]:
+    """Measure every case for each of `transports` (default: every installed transport that is ok) beside its
+    baseline, interleaved and best of ``sizes.repeats``; returns the rows in table order.
+
+    Raises `errors.ConfigError` for an unknown or broken transport name, `errors.PluginError` for a broken baseline
+    module, `errors.NetworkError` when a multi-process run fails.
+    """
+    say = progress or (lambda _line: None)
+    found = {info.name: info for info in plugins.default_plugins().transports()}
+    names = list(transports) if transports else [name for name, info in found.items() if info.ok]
+    for name in names:
+        info = found.get(name)
+        if info is None or not info.ok:
+            why = "not installed" if info is None else f"broken: {info.reason}"
+            raise errors.ConfigError(f"transport {name!r} is {why} (see `stoffelnet transports`)", key="transport")
+    baselines = {name: find_baseline(name, found[name].transport) for name in names}
+    best: dict[tuple[str, str, str], list[float]] = {}
+    rss: dict[tuple[str, int], int] = {}
+    for repeat in range(1, sizes.repeats + 1):
+        say(f"repeat {repeat}/{sizes.repeats}: codec")
+        _keep(best, ("core", "codec", "stoffelnet"), [_cases.codec_us(_SMALL, sizes.codec)], "lower")
+        _keep(best, ("core", "codec", "baseline"), [_cases.cbor_us(_SMALL, sizes.codec)], "lower")
+        for name in names:
+            baseline = baselines[name]
+            impls: list[tuple[str, OpenMesh]] = [("stoffelnet", functools.partial(_stoffelnet_mesh, name))]
+            if baseline is not None:
+                impls.append(("baseline", baseline.open_mesh))
+            for case in _CASES:
+                say(f"repeat {repeat}/{sizes.repeats}: {name} {case.name}")
+                for impl, open_mesh in impls:
+                    _keep(
+                        best, (name, case.name, impl), asyncio.run(_timed(case.measure(open_mesh, sizes))), case.better
+                    )
+            if name == "loopback":
+                say(f"repeat {repeat}/{sizes.repeats}: loopback self-delivery")
+                n = sizes.small
+                _keep(
+                    best,
+                    (name, "self", "stoffelnet"),
+                    asyncio.run(_timed(_self_delivery(_self_mesh(name), n))),
+                    "higher",
+                )
+                _keep(best, (name, "self", "baseline"), asyncio.run(_timed(_self_delivery(_queue_self(), n))), "higher")
+                continue  # loopback lives in one process: no multi-process rounds
+            for parties in sizes.parties:
+                for size in (64, 4096):
+                    say(f"repeat {repeat}/{sizes.repeats}: {name} {parties} processes, rounds of {size} B")
+                    rate, peaks = _process_rounds(name, parties, size, sizes.rounds)
+                    _keep(best, (name, f"procs {parties} {size}", "stoffelnet"), [rate], "higher")
+                    if peaks:
+                        rss[(name, parties)] = max(rss.get((name, parties), 0), max(peaks))
+    return _rows(names, baselines, best, rss, sizes)
+
+
+def _rows(
+    names: Sequence[str],
+    baselines: dict[str, Baseline | None],
+    best: dict[tuple[str, str, str], list[float]],
+    rss: dict[tuple[str, int], int],
+    sizes: Sizes,
+) -> list[Row]:
+    rows: list[Row] = []
+
+    def add(transport: str, key: str, case: str, unit: str, better: Better, figure: int = 0) -> None:
+        value = best[(transport, key, "stoffelnet")][figure]
+        base = best.get((transport, key, "baseline"))
+        rows.append(
+            Row(transport, case, unit, value, None if base is None else base[figure], better, _target(transport, case))
+        )
+
+    add("core", "codec", "codec frame+unframe 64 B", "µs", "lower")
+    for name in names:
+        for case in _CASES:
+            add(name, case.name, case.name, case.unit, case.better)
+            if case.name.startswith("round trip"):
+                add(name, case.name, "round trip 64 B, p99", case.unit, case.better, figure=1)
+        if name == "loopback":
+            add(name, "self", "self-delivery 64 B", "msg/s", "higher")
+            continue
+        for parties in sizes.parties:
+            for size in (64, 4096):
+                label = f"rounds {parties} parties {_size(size)}, {parties} procs"
+                add(name, f"procs {parties} {size}", label, "rounds/s", "higher")
+        largest = max(sizes.parties)
+        if (name, largest) in rss:
+            rows.append(
+                Row(name, f"peak RSS per party, {largest} procs", "MiB", rss[(name, largest)] / 1024, None, "lower")
+            )
+    return rows
+
+
+def _size(n: int) -> str:
+    return f"{n // 1024} KiB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
+
+
+# -- output ------------------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU, cores, OS, Python, OpenSSL, and the versions that matter."""
+    import importlib.metadata
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    versions: dict[str, str] = {}
+    for dist in ("stoffelnet-core", "aioquic", "cbor2", "uvloop"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[dist] = importlib.metadata.version(dist)
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "openssl": ssl.OPENSSL_VERSION,
+        "event_loop": "asyncio",
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def as_json(rows: Iterable[Row], machine_info: dict[str, Any]) -> dict[str, Any]:
+    """``{"machine": {...}, "rows": [{"transport", "case", "unit", "value", "baseline", "ratio", "better"}]}``."""
+    return {
+        "machine": machine_info,
+        "rows": [
+            {
+                "transport": row.transport,
+                "case": row.case,
+                "unit": row.unit,
+                "value": row.value,
+                "baseline": row.baseline,
+                "ratio": row.ratio,
+                "better": row.better,
+            }
+            for row in rows
+        ],
+    }
+
+
+def _number(value: float) -> str:
+    if value >= 100_000:
+        return f"{value / 1000:,.0f}k"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def format_table(rows: Sequence[Row], out: TextIO, baselines: dict[str, str] | None = None) -> None:
+    """The table: each row's value, its baseline's, the ratio, the target and whether it is met."""
+    head = ("TRANSPORT", "CASE", "VALUE", "UNIT", "BASELINE", "RATIO", "TARGET", "MET")
+    lines = [head]
+    for row in rows:
+        ratio = row.ratio
+        met = None if row.target is None else row.target.met(row.value, ratio)
+        lines.append(
+            (
+                row.transport,
+                row.case,
+                _number(row.value),
+                row.unit,
+                "-" if row.baseline is None else _number(row.baseline),
+                "-" if ratio is None else f"{ratio:.2f}",
+                "-" if row.target is None else row.target.text(row.unit),
+                "-" if met is None else ("yes" if met else "NO"),
+            )
+        )
+    right = {2, 4, 5}
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    for line in lines:
+        cells = [
+            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.write("  ".join(cells).rstrip() + "\n")
+    if baselines:
+        out.write("baselines: " + "; ".join(f"{name}: {label}" for name, label in baselines.items()) + "\n")
+    out.write("ratio = value / baseline (see each row's unit for which way is better: µs lower, rates higher)\n")
+
+
+def require_matplotlib() -> Any:
+    """The matplotlib module; `errors.ConfigError` saying how to install it when it is missing."""
+    try:
+        return importlib.import_module("matplotlib")
+    except ImportError as exc:
+        raise errors.ConfigError(
+            "--plot needs matplotlib, which is not installed: pip install 'stoffelnet-core[plot]'", key="plot"
+        ) from exc
+
+
+def plot(rows: Sequence[Row], path: str | Path) -> None:
+    """Draw each row's ratio to its baseline as a bar chart in `path` (PNG). Needs matplotlib (the ``plot`` extra);
+    raises `errors.ConfigError` without it."""
+    matplotlib = require_matplotlib()
+    matplotlib.use("Agg")
+    pyplot = importlib.import_module("matplotlib.pyplot")
+    shown = [row for row in rows if row.ratio is not None]
+    labels = [f"{row.transport}: {row.case}" for row in shown]
+    ratios = [row.ratio for row in shown]
+    figure, axes = pyplot.subplots(figsize=(10, 0.35 * len(shown) + 1.5))
+    good = [(r or 0) >= 1 if row.better == "higher" else (r or 0) <= 1 for r, row in zip(ratios, shown, strict=True)]
+    colors = ["tab:green" if ok else "tab:orange" for ok in good]
+    axes.barh(labels, ratios, color=colors)
+    axes.axvline(1.0, color="black", linewidth=0.8)
+    axes.invert_yaxis()
+    axes.set_xlabel("ratio to the bare baseline (same run)")
+    figure.tight_layout()
+    figure.savefig(str(path))
+    pyplot.close(figure)
+
+
+def write_json(rows: Sequence[Row], path: str | Path, machine_info: dict[str, Any]) -> None:
+    """`as_json` into `path`."""
+    Path(path).write_text(json.dumps(as_json(rows, machine_info), indent=2) + "\n", encoding="utf-8")
+
+
+def baseline_names(transports: Sequence[str]) -> dict[str, str]:
+    """Each transport's baseline label (``"-"`` when it has none), for the table's footer."""
+    found = {info.name: info for info in plugins.default_plugins().transports()}
+    out = {"core": "bare cbor2 dumps+loads"}
+    for name in transports:
+        info = found.get(name)
+        baseline = find_baseline(name, None if info is None else info.transport)
+        out[name] = "-" if baseline is None else baseline.name
+    return out

@@ -1,0 +1,94 @@
+"""`stoffelnet bench`: it completes, writes the documented JSON, and finds each transport's baseline. Speeds are
+not asserted: they depend on the machine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from stoffelnet_core import bench, cli, plugins
+from stoffelnet_core.runner import rss_peak_kib
+from stoffelnet_core.transport import Transport
+
+ROW_KEYS = {"transport", "case", "unit", "value", "baseline", "ratio", "better"}
+
+
+def test_quick_loopback_writes_the_documented_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.json"
+    assert cli.main(["bench", "--quick", "--transport", "loopback", "--json", str(out)]) == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert set(data) == {"machine", "rows"}
+    assert {"cpu", "cpus", "python"} <= set(data["machine"])
+    assert data["rows"]
+    for row in data["rows"]:
+        assert set(row) == ROW_KEYS
+        assert row["better"] in ("higher", "lower")
+        assert isinstance(row["value"], float)
+        if row["baseline"] is not None:
+            assert row["ratio"] == pytest.approx(row["value"] / row["baseline"])
+    cases = {(row["transport"], row["case"]) for row in data["rows"]}
+    assert ("loopback", "one-way 64 B") in cases
+    assert ("loopback", "self-delivery 64 B") in cases
+    assert ("core", "codec frame+unframe 64 B") in cases
+    table = capsys.readouterr().out
+    assert "RATIO" in table
+    assert "asyncio.Queue" in table
+
+
+def test_unknown_transport_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "--quick", "--transport", "no-such-transport"]) == cli.EXIT_ERROR
+    assert "no-such-transport" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None, reason="matplotlib is installed")
+def test_plot_without_matplotlib_says_how_to_get_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["bench", "--quick", "--transport", "loopback", "--plot", str(tmp_path / "x.png")])
+    assert status == cli.EXIT_ERROR
+    assert "matplotlib" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_baselines_are_found_in_each_transport_package() -> None:
+    found = {info.name: info for info in plugins.default_plugins().transports()}
+    names = {name: bench.find_baseline(name, found[name].transport) for name in ("tcp-tls", "quic", "loopback")}
+    assert {name: b.name if b else None for name, b in names.items()} == {
+        "tcp-tls": "bare asyncio TLS",
+        "quic": "bare aioquic, 1 stream",
+        "loopback": "asyncio.Queue",
+    }
+
+
+class Alien(Transport):  # its package (tests) has no baseline module
+    name = "alien"
+
+    async def listen(self, address: object, on_pipe: object) -> object:  # type: ignore[override]
+        raise NotImplementedError
+
+    async def dial(self, address: object, *, role: object) -> object:  # type: ignore[override]
+        raise NotImplementedError
+
+
+def test_a_transport_without_a_baseline_module_has_none() -> None:
+    assert bench.find_baseline("alien", Alien) is None
+
+
+@pytest.mark.parametrize("name", ["tcp-tls", "quic"])
+async def test_baseline_mesh_moves_messages(name: str) -> None:
+    found = {info.name: info for info in plugins.default_plugins().transports()}
+    baseline = bench.find_baseline(name, found[name].transport)
+    assert baseline is not None
+    async with baseline.open_mesh(3) as mesh:
+        for me in range(3):
+            for peer, (send, _) in mesh[me].items():
+                await send(f"{me}->{peer}".encode())
+        for me in range(3):
+            for peer, (_, recv) in mesh[me].items():
+                assert await recv() == f"{peer}->{me}".encode()
+
+
+def test_runner_reports_peak_rss() -> None:
+    peak = rss_peak_kib()
+    assert peak is None or peak > 0
