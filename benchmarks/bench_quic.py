@@ -44,7 +44,7 @@ import ssl
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,17 +54,13 @@ from aioquic.asyncio.server import QuicServer
 from aioquic.quic.connection import NetworkAddress
 
 from stoffelnet_core import Address, Config, Network, Node, PartyId, TLSConfig, open_network
-from stoffelnet_quic.baseline import Keys, bare_ends, bare_mesh, free_udp_ports, make_keys
+from stoffelnet_core.bench.support import HOST, Keys, Recv, Send, make_keys
+from stoffelnet_quic.baseline import bare_ends, bare_mesh, free_udp_ports
 
 SMALL = b"p" * 64
 KIB = b"k" * 1024
 BIG = b"B" * (64 * 1024)
-HOST = "127.0.0.1"
-PARTIES = 3  # keys are made once for the largest case; pairs use parties 0 and 1
 STREAM = 0
-
-Send = Callable[[bytes], Awaitable[None]]
-Recv = Callable[[], Awaitable[bytes]]
 
 
 class Profile(NamedTuple):

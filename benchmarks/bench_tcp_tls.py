@@ -41,17 +41,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from stoffelnet_core import Address, Config, Network, Node, PartyId, TLSConfig, open_network
-from stoffelnet_tcp_tls.baseline import (
-    _HIGH_WATER_PROCS,
-    BareConn,
-    Keys,
-    bare_dial,
-    bare_ends,
-    bare_listen,
-    bare_mesh,
-    free_ports,
-    make_keys,
-)
+from stoffelnet_core.bench.support import Keys, free_ports, make_keys
+from stoffelnet_tcp_tls.baseline import _HIGH_WATER_PROCS, BareConn, bare_dial, bare_ends, bare_listen, bare_mesh
 
 SMALL = b"p" * 64
 KIB = b"k" * 1024

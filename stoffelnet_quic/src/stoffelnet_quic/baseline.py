@@ -20,9 +20,9 @@ import socket
 import ssl
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
@@ -30,7 +30,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress, QuicConnection
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamDataReceived
 
-from stoffelnet_core import keys
+from stoffelnet_core.bench.support import HOST, Keys, Recv, Send, free_ports, make_keys
 from stoffelnet_core.ids import ClientType
 from stoffelnet_core.transport import Credentials, TransportContext
 
@@ -51,41 +51,11 @@ __all__ = [
 NAME = "bare aioquic, 1 stream"
 """What the baseline is, for the table."""
 
-HOST = "127.0.0.1"
-PARTIES = 3  # the default number of identities `make_keys` writes
 STREAM = 0
-
-Send = Callable[[bytes], Awaitable[None]]
-Recv = Callable[[], Awaitable[bytes]]
-
-
-class Keys(NamedTuple):
-    certs: tuple[str, ...]
-    keys: tuple[str, ...]
-    fingerprints: tuple[str, ...]
-
-
-def make_keys(folder: Path, n: int = PARTIES) -> Keys:
-    certs, key_files, fingerprints = [], [], []
-    for i in range(n):
-        identity = keys.generate_identity(f"party{i}")
-        cert, key = folder / f"party{i}.pem", folder / f"party{i}.key"
-        keys.write_identity(identity, cert, key)
-        certs.append(str(cert))
-        key_files.append(str(key))
-        fingerprints.append(identity.fingerprint)
-    return Keys(tuple(certs), tuple(key_files), tuple(fingerprints))
 
 
 def free_udp_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return free_ports(n, socket.SOCK_DGRAM)
 
 
 # -- bare aioquic ----------------------------------------------------------------------------------------------------

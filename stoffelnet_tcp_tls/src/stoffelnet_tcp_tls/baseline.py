@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
-from stoffelnet_core import keys
+from stoffelnet_core.bench.support import HOST, Keys, Recv, Send, make_keys
 from stoffelnet_core.ids import ClientType
 
 from .transport import ALPN, _configure_socket, _context
@@ -32,44 +30,6 @@ __all__ = ["NAME", "BareConn", "Keys", "bare_dial", "bare_listen", "bare_mesh", 
 
 NAME = "bare asyncio TLS"
 """What the baseline is, for the table."""
-
-HOST = "127.0.0.1"
-PARTIES = 3  # the default number of identities `make_keys` writes
-
-Send = Callable[[bytes], Awaitable[None]]
-Recv = Callable[[], Awaitable[bytes]]
-
-
-class Keys(NamedTuple):
-    """Certificate and key files (plain strings: picklable for the child process) and fingerprints."""
-
-    certs: tuple[str, ...]
-    keys: tuple[str, ...]
-    fingerprints: tuple[str, ...]
-
-
-def make_keys(folder: Path, n: int = PARTIES) -> Keys:
-    certs, key_files, fingerprints = [], [], []
-    for i in range(n):
-        identity = keys.generate_identity(f"party{i}")
-        cert, key = folder / f"party{i}.pem", folder / f"party{i}.key"
-        keys.write_identity(identity, cert, key)
-        certs.append(str(cert))
-        key_files.append(str(key))
-        fingerprints.append(identity.fingerprint)
-    return Keys(tuple(certs), tuple(key_files), tuple(fingerprints))
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
 
 # -- bare asyncio TLS ------------------------------------------------------------------------------------------------
 # Pending bytes before a sender waits for the flush: the best of 64 KiB .. 4 MiB in each mode on the dev machine
