@@ -27,19 +27,9 @@ from aioquic.quic.connection import QuicConnection
 
 from stoffelnet_core.ids import Address
 from stoffelnet_core.network import Network, open_client
+from stoffelnet_core.testing.hostile import HOST, SPARE_CLIENT, TIMEOUT, Victim, assert_healthy, assert_unaffected
 
-from .conftest import (
-    ALPN_PARTY,
-    HOST,
-    SPARE_CLIENT,
-    TIMEOUT,
-    Victim,
-    assert_healthy,
-    assert_unaffected,
-    client_configuration,
-    half_open,
-    quic_server,
-)
+from .conftest import ALPN_PARTY, client_configuration, half_open, quic_server
 
 TARGET = 1  # the attacked party: it dials party 2, accepts party 0 and the clients
 WINDOW = 16  # datagrams sent and not yet processed by the party (well inside a loopback socket buffer)

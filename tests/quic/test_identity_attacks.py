@@ -34,16 +34,10 @@ from stoffelnet_core.frames import Ack, Close, Handshake, Proof
 from stoffelnet_core.ids import Address
 from stoffelnet_core.network import NetworkManager, open_client
 from stoffelnet_core.proof import proof_message
-from stoffelnet_quic.transport import peer_certificate
-
-from .conftest import (
-    ALPN_CLIENT,
-    ALPN_PARTY,
+from stoffelnet_core.testing.hostile import (
     SPARE_CLIENT,
     TIMEOUT,
-    FakeQuicListener,
     LogWatch,
-    RawQuicPeer,
     Victim,
     assert_unaffected,
     caplog_messages,
@@ -51,8 +45,10 @@ from .conftest import (
     data_frame,
     handshake_frame,
     make_identity,
-    sign,
 )
+from stoffelnet_quic.transport import peer_certificate
+
+from .conftest import ALPN_CLIENT, ALPN_PARTY, FakeQuicListener, RawQuicPeer, sign
 
 NETWORK_LOG = "stoffelnet.network"
 PEER_LOG = "stoffelnet.peer"

@@ -13,24 +13,23 @@ from collections.abc import Callable
 
 import cbor2
 import pytest
-from conftest import (
-    SPARE_CLIENT,
-    TIMEOUT,
-    LogWatch,
-    RawPeer,
-    Victim,
-    assert_accepts_fresh_client,
-    assert_healthy,
-    caplog_messages,
-    client_context,
-    data_frame,
-    handshake_frame,
-    mux_frame,
-)
+from conftest import RawPeer, client_context
 
 from stoffelnet_core import codec, errors
 from stoffelnet_core.frames import PROTOCOL_VERSION, Ack, Close, Handshake
 from stoffelnet_core.mux import DATA, WINDOW_UPDATE
+from stoffelnet_core.testing.hostile import (
+    SPARE_CLIENT,
+    TIMEOUT,
+    LogWatch,
+    Victim,
+    assert_accepts_fresh_client,
+    assert_healthy,
+    caplog_messages,
+    data_frame,
+    handshake_frame,
+    mux_frame,
+)
 
 PEER_LOG = "stoffelnet.peer"
 TARGET = 1  # the attacked party: it dials party 2 and accepts party 0, so both kinds of link must survive

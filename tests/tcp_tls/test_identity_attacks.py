@@ -18,25 +18,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import (
-    ALPN_CLIENT,
-    ALPN_PARTY,
-    SPARE_CLIENT,
-    TIMEOUT,
-    LogWatch,
-    RawPeer,
-    Victim,
-    assert_accepts_fresh_client,
-    assert_healthy,
-    caplog_messages,
-    client_context,
-    data_frame,
-    expect_refused_in_tls,
-    handshake_frame,
-    make_identity,
-    mux_frame,
-    server_context,
-)
+from conftest import ALPN_CLIENT, ALPN_PARTY, RawPeer, client_context, expect_refused_in_tls, server_context
 
 from stoffelnet_core import codec, errors
 from stoffelnet_core.config import Config, TLSConfig
@@ -44,6 +26,19 @@ from stoffelnet_core.frames import Handshake
 from stoffelnet_core.ids import Address
 from stoffelnet_core.mux import DATA, HEADER
 from stoffelnet_core.network import NetworkManager, open_client
+from stoffelnet_core.testing.hostile import (
+    SPARE_CLIENT,
+    TIMEOUT,
+    LogWatch,
+    Victim,
+    assert_accepts_fresh_client,
+    assert_healthy,
+    caplog_messages,
+    data_frame,
+    handshake_frame,
+    make_identity,
+    mux_frame,
+)
 
 TLS_LOG = "stoffelnet.tcp_tls"
 NETWORK_LOG = "stoffelnet.network"
