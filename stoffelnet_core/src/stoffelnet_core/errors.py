@@ -27,6 +27,7 @@ __all__ = [
     "InvalidState",
     "NetworkError",
     "PartyNotFound",
+    "PeerRestarted",
     "PluginError",
     "ReceiveFailed",
     "SendError",
@@ -93,6 +94,14 @@ class StreamClosed(ConnectionError):
 
 class ConnectionLost(ConnectionError):
     """The connection to a peer was lost unexpectedly (or the peer is gone for good)."""
+
+
+class PeerRestarted(ConnectionLost):
+    """The party came back as a new process (a new session id): what it had sent or was owed is gone.
+
+    Its new connection is refused and this error is raised to every waiter on it, so messages of the old and the
+    new process are never mixed; the application decides what a restart means for its computation.
+    """
 
 
 class SendFailed(ConnectionError):

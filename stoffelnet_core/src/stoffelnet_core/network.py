@@ -124,12 +124,25 @@ class _Member:
         self._identity = keys.load_identity(config.tls.cert, config.tls.key) if config.tls is not None else None
         self._listener: Listener | None = None
         self._reconnects: dict[tuple[ClientType, int], int] = {}
+        self._session_ids: dict[int, bytes] = {}  # each party's session id, as first seen: a new one is a restart
+        self._restarted: dict[int, errors.PeerRestarted] = {}
 
     # -- sink (called by connections) ------------------------------------------------------------------------------
     def handshake_completed(self, conn: PeerConnection) -> None:
         peer = conn.peer
         assert peer is not None
         table = self._parties if peer.role is ClientType.SERVER else self._clients
+        if peer.role is ClientType.SERVER and peer.session_id:
+            known = self._session_ids.setdefault(peer.id, peer.session_id)
+            if known != peer.session_id or peer.id in self._restarted:
+                restarted = errors.PeerRestarted(
+                    f"party {peer.id} restarted (a new session): its old state is lost, and its new connection is "
+                    f"refused so that old and new messages are never mixed",
+                    peer=peer.id,
+                )
+                self._restarted.setdefault(peer.id, restarted)
+                self._wake()
+                raise restarted
         old = table.get(peer.id)
         if old is not None and old is not conn and old.state is ConnectionState.CONNECTED:
             what = "party" if peer.role is ClientType.SERVER else "client"
@@ -204,6 +217,8 @@ class _Member:
     def _dead_sender_error(
         self, table: dict[int, PeerConnection], sender: int, what: str
     ) -> errors.StoffelnetError | None:
+        if table is self._parties and sender in self._restarted:
+            return self._restarted[sender]
         conn = table.get(sender)
         if conn is None:
             return None
