@@ -132,6 +132,14 @@ class _Member:
         peer = conn.peer
         assert peer is not None
         table = self._parties if peer.role is ClientType.SERVER else self._clients
+        old = table.get(peer.id)
+        if old is not None and old is not conn and old.state is ConnectionState.CONNECTED:
+            # The member is connected: a second connection claiming it is refused, whatever its session says
+            # (a live member is never taken for restarted on the word of another connection).
+            what = "party" if peer.role is ClientType.SERVER else "client"
+            raise errors.AuthenticationError(
+                f"{what} {peer.id} is already connected; refusing a second connection that claims it", peer=peer.id
+            )
         if peer.role is ClientType.SERVER and peer.session_id:
             known = self._session_ids.setdefault(peer.id, peer.session_id)
             if known != peer.session_id or peer.id in self._restarted:
@@ -143,12 +151,6 @@ class _Member:
                 self._restarted.setdefault(peer.id, restarted)
                 self._wake()
                 raise restarted
-        old = table.get(peer.id)
-        if old is not None and old is not conn and old.state is ConnectionState.CONNECTED:
-            what = "party" if peer.role is ClientType.SERVER else "client"
-            raise errors.AuthenticationError(
-                f"{what} {peer.id} is already connected; refusing a second connection that claims it", peer=peer.id
-            )
         if old is not None and old is not conn and old.state is ConnectionState.DISCONNECTED:
             key = (peer.role, peer.id)
             self._reconnects[key] = self._reconnects.get(key, 0) + 1
