@@ -41,7 +41,6 @@ import platform
 import pstats
 import socket
 import ssl
-import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -54,6 +53,7 @@ from aioquic.asyncio.server import QuicServer
 from aioquic.quic.connection import NetworkAddress
 
 from stoffelnet_core import Address, Config, Network, Node, PartyId, TLSConfig, open_network
+from stoffelnet_core.bench._cases import one_way_s, round_trips_us, rounds_s
 from stoffelnet_core.bench.support import HOST, Keys, Recv, Send, make_keys
 from stoffelnet_quic.baseline import bare_ends, bare_mesh, free_udp_ports
 
@@ -170,62 +170,6 @@ def batched_reads() -> Iterator[None]:
 
 
 # -- the cases, written once over (send, recv) ------------------------------------------------------------------------
-async def _round_trips(a: tuple[Send, Recv], b: tuple[Send, Recv], n: int, warm: int) -> list[float]:
-    """Microseconds per 64 B ping-pong, for `n` timed round trips after `warm` untimed ones."""
-    send_a, recv_a = a
-    send_b, recv_b = b
-
-    async def echo() -> None:
-        for _ in range(warm + n):
-            await send_b(await recv_b())
-
-    task = asyncio.create_task(echo())
-    clock = time.perf_counter_ns
-    samples: list[float] = []
-    for i in range(warm + n):
-        t0 = clock()
-        await send_a(SMALL)
-        await recv_a()
-        if i >= warm:
-            samples.append((clock() - t0) / 1000)
-    await task
-    return samples
-
-
-async def _one_way(a: tuple[Send, Recv], b: tuple[Send, Recv], payload: bytes, n: int, warm: int) -> float:
-    """Seconds to move `n` messages a -> b (after `warm` untimed ones), sender and receiver on this loop."""
-    send, _ = a
-    _, recv = b
-
-    async def sender(count: int) -> None:
-        for _ in range(count):
-            await send(payload)
-
-    async def receiver(count: int) -> None:
-        for _ in range(count):
-            await recv()
-
-    await asyncio.gather(sender(warm), receiver(warm))
-    start = time.perf_counter()
-    await asyncio.gather(sender(n), receiver(n))
-    return time.perf_counter() - start
-
-
-async def _rounds(ends: Sequence[dict[int, tuple[Send, Recv]]], rounds: int, warm: int) -> float:
-    """Seconds for `rounds` all-to-all rounds of 64 B: every party sends to every other, then receives from each."""
-
-    async def party(peers: dict[int, tuple[Send, Recv]], count: int) -> None:
-        links = list(peers.values())
-        for _ in range(count):
-            for send, _ in links:
-                await send(SMALL)
-            for _, recv in links:
-                await recv()
-
-    await asyncio.gather(*(party(p, warm) for p in ends))
-    start = time.perf_counter()
-    await asyncio.gather(*(party(p, rounds) for p in ends))
-    return time.perf_counter() - start
 
 
 # -- one measurement of one case ----------------------------------------------------------------------------------
@@ -261,15 +205,13 @@ async def run_case(
             profiler.enable()
         try:
             if case == "rtt":
-                samples = await _round_trips(ends[0][1], ends[1][0], s.rtt, warm=100)
-                samples.sort()
-                return [statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]]
+                return list(await round_trips_us(ends[0][1], ends[1][0], SMALL, s.rtt, warm=100))
             if case == "kib":
-                return [s.kib / await _one_way(ends[0][1], ends[1][0], KIB, s.kib, warm=500)]
+                return [s.kib / await one_way_s(ends[0][1][0], ends[1][0][1], KIB, s.kib, warm=500)]
             if case == "big":
-                return [s.big * len(BIG) / 2**20 / await _one_way(ends[0][1], ends[1][0], BIG, s.big, warm=16)]
+                return [s.big * len(BIG) / 2**20 / await one_way_s(ends[0][1][0], ends[1][0][1], BIG, s.big, warm=16)]
             if case == "rounds3":
-                return [s.rounds / await _rounds(ends, s.rounds, warm=50)]
+                return [s.rounds / await rounds_s(ends, SMALL, s.rounds, warm=50)]
         finally:
             if profiler is not None:
                 profiler.disable()
