@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,6 @@ from stoffelnet_core.proof import proof_message
 from stoffelnet_core.testing.hostile import (
     HOST,
     TIMEOUT,
-    LogWatch,
     Victim,
     control_frame,
     start_victim,
@@ -283,19 +281,9 @@ class FakeQuicListener:
             server.close()
 
 
-# -- logs ----------------------------------------------------------------------------------------------------------
-
-
+# -- fixtures ------------------------------------------------------------------------------------------------------
 @pytest.fixture
 async def victim(tmp_path: Path) -> AsyncIterator[Victim]:
     """Three parties and client 0 over quic on 127.0.0.1; client 1 is allowlisted but not connected."""
     async with start_victim(tmp_path, "quic") as v:
         yield v
-
-
-@pytest.fixture
-def logwatch(caplog: pytest.LogCaptureFixture) -> Iterator[LogWatch]:
-    """Captures `stoffelnet.*` warnings (in `caplog` too, at WARNING) and lets a test await a given refusal."""
-    caplog.set_level(logging.WARNING)
-    with LogWatch().attached() as watch:
-        yield watch

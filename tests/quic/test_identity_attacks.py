@@ -32,7 +32,6 @@ from stoffelnet_core import errors
 from stoffelnet_core.config import Config, TLSConfig
 from stoffelnet_core.frames import Ack, Close, Handshake, Proof
 from stoffelnet_core.ids import Address
-from stoffelnet_core.network import NetworkManager, open_client
 from stoffelnet_core.proof import proof_message
 from stoffelnet_core.testing.hostile import (
     SPARE_CLIENT,
@@ -43,6 +42,7 @@ from stoffelnet_core.testing.hostile import (
     caplog_messages,
     control_frame,
     data_frame,
+    dial_party,
     handshake_frame,
     make_identity,
 )
@@ -354,16 +354,6 @@ def _redirected(v: Victim, dialer: str, fake: Address, retries: int = 5) -> Conf
     return attrs.evolve(base, parties=parties, tls=tls, max_retries=retries)
 
 
-async def _dial_party1(config: Config) -> None:
-    """Dial party 1 as the config's member: a party through `NetworkManager.connect`, a client by `open_client`."""
-    if config.party_id is not None:
-        async with NetworkManager(config) as manager:
-            await manager.connect(1)
-    else:
-        async with open_client(config):
-            pass
-
-
 @pytest.mark.parametrize("dialer", ["party0", "client1"])
 @pytest.mark.parametrize(
     ("presented", "reason"),
@@ -386,7 +376,7 @@ async def test_dialer_refuses_an_impostor_listener_at_once(
         started = time.monotonic()
         with pytest.raises(errors.AuthenticationError, match=reason):
             async with asyncio.timeout(TIMEOUT):
-                await _dial_party1(_redirected(victim, dialer, address))
+                await dial_party(_redirected(victim, dialer, address), 1)
         elapsed = time.monotonic() - started
     assert fake.dials == 1, f"the dialer retried an impostor ({fake.dials} dials, max_retries=5)"
     expected = ("server", 0) if dialer == "party0" else ("client", SPARE_CLIENT)
@@ -413,7 +403,7 @@ async def test_dialer_never_talks_to_a_listener_showing_a_pinned_certificate_wit
     async with fake.running() as address:
         with pytest.raises((errors.AuthenticationError, errors.InitializationFailed)):
             async with asyncio.timeout(TIMEOUT):
-                await _dial_party1(_redirected(victim, dialer, address, retries=2))
+                await dial_party(_redirected(victim, dialer, address, retries=2), 1)
     assert fake.dials >= 1
     assert fake.claims == [], "the dialer spoke stoffelnet to a listener whose key it could not prove"
     assert fake.proofs == []
@@ -427,5 +417,5 @@ async def test_listener_showing_a_pinned_certificate_without_its_key_is_refused_
     async with fake.running() as address:
         with pytest.raises(errors.AuthenticationError):
             async with asyncio.timeout(TIMEOUT):
-                await _dial_party1(_redirected(victim, "party0", address, retries=2))
+                await dial_party(_redirected(victim, "party0", address, retries=2), 1)
     assert fake.dials == 1, f"the dialer retried an impostor ({fake.dials} dials)"

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,6 @@ from stoffelnet_core.mux import DATA, HEADER, WINDOW_UPDATE
 from stoffelnet_core.testing.hostile import (
     SPARE_CLIENT,
     TIMEOUT,
-    LogWatch,
     Victim,
     handshake_frame,
     start_victim,
@@ -143,19 +141,9 @@ async def expect_refused_in_tls(address: Address, ctx: ssl.SSLContext, *, then: 
     return await peer.expect_closed()
 
 
-# -- logs ----------------------------------------------------------------------------------------------------------
-
-
+# -- fixtures ------------------------------------------------------------------------------------------------------
 @pytest.fixture
 async def victim(tmp_path: Path) -> AsyncIterator[Victim]:
     """Three parties and client 0 over tcp-tls on 127.0.0.1; client 1 is allowlisted but not connected."""
     async with start_victim(tmp_path, "tcp-tls") as v:
         yield v
-
-
-@pytest.fixture
-def logwatch(caplog: pytest.LogCaptureFixture) -> Iterator[LogWatch]:
-    """Captures `stoffelnet.*` warnings (in `caplog` too, at WARNING) and lets a test await a given refusal."""
-    caplog.set_level(logging.WARNING)
-    with LogWatch().attached() as watch:
-        yield watch

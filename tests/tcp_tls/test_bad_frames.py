@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import cbor2
 import pytest
-from conftest import RawPeer, client_context
 
 from stoffelnet_core import codec, errors
 from stoffelnet_core.frames import PROTOCOL_VERSION, Ack, Close, Handshake
@@ -30,6 +29,8 @@ from stoffelnet_core.testing.hostile import (
     handshake_frame,
     mux_frame,
 )
+
+from .conftest import RawPeer, client_context
 
 PEER_LOG = "stoffelnet.peer"
 TARGET = 1  # the attacked party: it dials party 2 and accepts party 0, so both kinds of link must survive

@@ -18,14 +18,12 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import ALPN_CLIENT, ALPN_PARTY, RawPeer, client_context, expect_refused_in_tls, server_context
 
 from stoffelnet_core import codec, errors
 from stoffelnet_core.config import Config, TLSConfig
 from stoffelnet_core.frames import Handshake
 from stoffelnet_core.ids import Address
 from stoffelnet_core.mux import DATA, HEADER
-from stoffelnet_core.network import NetworkManager, open_client
 from stoffelnet_core.testing.hostile import (
     SPARE_CLIENT,
     TIMEOUT,
@@ -35,10 +33,13 @@ from stoffelnet_core.testing.hostile import (
     assert_healthy,
     caplog_messages,
     data_frame,
+    dial_party,
     handshake_frame,
     make_identity,
     mux_frame,
 )
+
+from .conftest import ALPN_CLIENT, ALPN_PARTY, RawPeer, client_context, expect_refused_in_tls, server_context
 
 TLS_LOG = "stoffelnet.tcp_tls"
 NETWORK_LOG = "stoffelnet.network"
@@ -258,16 +259,6 @@ def _redirected(v: Victim, dialer: str, fake: Address) -> Config:
     return attrs.evolve(base, parties=parties, tls=tls, max_retries=5)
 
 
-async def _dial_party1(config: Config) -> None:
-    """Dial party 1 as the config's member: a party through `NetworkManager.connect`, a client by `open_client`."""
-    if config.party_id is not None:
-        async with NetworkManager(config) as manager:
-            await manager.connect(1)
-    else:
-        async with open_client(config):
-            pass
-
-
 @pytest.mark.parametrize("dialer", ["party0", "client1"])
 @pytest.mark.parametrize(
     ("presented", "reason"),
@@ -288,7 +279,7 @@ async def test_dialer_refuses_an_impostor_listener_at_once(
     async with fake.running() as address:
         with pytest.raises(errors.AuthenticationError, match=reason):
             async with asyncio.timeout(TIMEOUT):
-                await _dial_party1(_redirected(victim, dialer, address))
+                await dial_party(_redirected(victim, dialer, address), 1)
     assert fake.dials == 1, f"the dialer retried an impostor ({fake.dials} dials, max_retries=5)"
     if presented == "party2":
         expected = ("server", 0) if dialer == "party0" else ("client", SPARE_CLIENT)

@@ -26,7 +26,7 @@ from ..config import ClientsConfig, Config, TLSConfig
 from ..frames import PROTOCOL_VERSION, Envelope, Handshake
 from ..ids import Address, Node, PartyId
 from ..mux import DATA, HEADER
-from ..network import Client, Network, open_client, open_network
+from ..network import Client, Network, NetworkManager, open_client, open_network
 from ..peer import ConnectionState
 from . import _bind_ports, _make_keys
 
@@ -45,6 +45,7 @@ __all__ = [
     "caplog_messages",
     "control_frame",
     "data_frame",
+    "dial_party",
     "handshake_frame",
     "make_identity",
     "mux_frame",
@@ -183,6 +184,17 @@ async def assert_unaffected(v: Victim) -> None:
     """Both checks: the existing connections work, and a fresh legitimate client is admitted."""
     await assert_healthy(v)
     await assert_accepts_fresh_client(v)
+
+
+async def dial_party(config: Config, party: int) -> None:
+    """Dial `party` as the config's member (a party through `NetworkManager.connect`, a client by `open_client`),
+    then close: raises whatever the dial raises (an impostor listener: `AuthenticationError`)."""
+    if config.party_id is not None:
+        async with NetworkManager(config) as manager:
+            await manager.connect(party)
+    else:
+        async with open_client(config):
+            pass
 
 
 # -- the wire, written by hand ------------------------------------------------------------------------------------
