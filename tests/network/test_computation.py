@@ -23,7 +23,7 @@ from stoffelnet_core.computation import (
     receive_inputs,
 )
 from stoffelnet_core.network import Network
-from stoffelnet_core.testing import local_network, sever
+from stoffelnet_core.testing import crash, local_network
 
 TIMEOUT = 20.0
 
@@ -155,8 +155,8 @@ async def test_a_malformed_answer_names_the_party() -> None:
 
 
 async def test_a_lost_party_is_named() -> None:
-    async with asyncio.timeout(TIMEOUT), local_network(3, clients=1) as lan:
-        sever(lan.clients[0], 2)
+    async with asyncio.timeout(TIMEOUT), local_network(3, clients=1, resume_ms=300) as lan:
+        await crash(lan[2])  # gone for good: not back within resume_ms
         with pytest.raises(errors.ConnectionLost) as caught:
             await client_compute(lan.clients[0], 1, timeout=TIMEOUT)
         assert caught.value.peer == 2

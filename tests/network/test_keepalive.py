@@ -12,7 +12,7 @@ from stoffelnet_core.testing import local_network
 
 
 async def test_a_peer_that_goes_silent_is_lost_within_three_intervals() -> None:
-    async with local_network(3, keepalive_ms=100) as lan:
+    async with local_network(3, keepalive_ms=100, resume_ms=0) as lan:
         # Party 1 stops hearing party 0 (its pipe holds party 0's bytes undelivered): no FIN, no RST, no error.
         lan[1].connection(0)._pipe.pause_reading()
         started = asyncio.get_running_loop().time()
@@ -23,6 +23,22 @@ async def test_a_peer_that_goes_silent_is_lost_within_three_intervals() -> None:
         assert lan[1].connection(0).state is ConnectionState.DISCONNECTED
         await lan[1].send(2, b"others unaffected")
         assert await lan[2].receive_from(1, timeout=5) == b"others unaffected"
+
+
+async def test_a_silent_connection_is_dropped_and_resumed_with_nothing_lost() -> None:
+    async with local_network(2, keepalive_ms=100) as lan:
+        await lan[0].send(1, b"before")
+        assert await lan[1].receive_from(0, timeout=5) == b"before"
+        stuck = lan[1].connection(0)._pipe
+        stuck.pause_reading()  # party 1 stops hearing party 0: no FIN, no RST, no error
+        for i in range(20):
+            await lan[0].send(1, b"during %d" % i)  # held in the stuck pipe, then resent on the new one
+        for i in range(20):
+            assert await lan[1].receive_from(0, timeout=5) == b"during %d" % i
+        assert lan[1].connection(0)._pipe is not stuck
+        assert lan[1].stats().peers[0].reconnects == 1
+        await lan[1].send(0, b"after")
+        assert await lan[0].receive_from(1, timeout=5) == b"after"
 
 
 async def test_quiet_connections_stay_up_on_keepalives() -> None:

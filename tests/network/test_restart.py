@@ -10,6 +10,7 @@ import pytest
 
 import stoffelnet_core as sn
 from stoffelnet_core import errors
+from stoffelnet_core.testing import crash
 from stoffelnet_loopback import LoopbackTransport
 
 
@@ -33,10 +34,7 @@ async def test_a_restarted_party_is_refused_and_reported_as_peer_restarted() -> 
         await first.send(2, b"from the first process")
         assert await p2.receive_from(1, timeout=5) == b"from the first process"
         # party 1's first process crashes: no Close, every connection cut, its listener gone
-        for party in (0, 2):
-            first.connection(party)._pipe.abort()
-        assert first._listener is not None
-        await first._listener.close()
+        await crash(first)
         # a new process for party 1 (a new session id) dials party 2 again: refused, and reported to party 2
         with pytest.raises(errors.InitializationFailed):
             await asyncio.wait_for(second._start(), 10)

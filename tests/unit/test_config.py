@@ -532,6 +532,9 @@ def full_config(tmp_path: Path) -> Config:
         max_frame_size=2**32 - 1,
         send_buffer_bytes=1024,
         receive_window_bytes=65536,
+        keepalive_ms=777,
+        resume_ms=4321,  # every scalar key off its default: a key the loader forgets fails the round trip
+        resend_buffer_bytes=99999,
         tls=TLSConfig(cert, key),
         parties=parties,
         clients=ClientsConfig((fp(10), fp(11))),

@@ -213,4 +213,4 @@ def test_a_certificate_not_yet_valid_is_named(tmp_path: Path) -> None:
 
 def test_generated_certificates_tolerate_a_slow_clock(pair: tuple[keys.Identity, Path, Path]) -> None:
     _, cert_path, _ = pair
-    keys.load_certificate(cert_path, now=NOW - datetime.timedelta(minutes=2))
+    keys.load_certificate(cert_path, now=datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=2))

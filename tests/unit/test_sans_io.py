@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-SANS_IO = ["codec", "errors", "flow", "frames", "identity", "ids", "inbox", "mpc", "mux", "proof", "session"]
+SANS_IO = ["codec", "errors", "flow", "frames", "identity", "ids", "inbox", "mpc", "mux", "proof", "resume", "session"]
 FORBIDDEN = {"asyncio", "socket", "ssl", "selectors"}
 
 _PROBE = """

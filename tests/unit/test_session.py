@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stoffelnet_core import codec, errors, identity, session
-from stoffelnet_core.frames import PROTOCOL_VERSION, Ack, Close, Data, Handshake
+from stoffelnet_core.frames import PROTOCOL_VERSION, Ack, Close, Data, Handshake, Ping
 from stoffelnet_core.ids import ClientType
 from stoffelnet_core.session import (
     CONTROL_CHANNEL,
@@ -327,8 +327,22 @@ def test_control_envelope_on_a_data_channel_before_the_handshake() -> None:
 
 def test_ack_is_accepted_once_open() -> None:
     _, acceptor = open_pair()
+    for n in range(4):
+        acceptor.send_data(0, bytes([n]))
     frame = codec.encode(Ack(0, 3))
-    assert acceptor.receive_data(CONTROL_CHANNEL, frame) == [CreditReturned(CONTROL_CHANNEL, len(frame))]
+    events = acceptor.receive_data(CONTROL_CHANNEL, frame)
+    assert events[-1] == CreditReturned(CONTROL_CHANNEL, len(frame))
+    assert isinstance(events[0], session.Acknowledged)
+    assert acceptor.ledger is not None
+    assert acceptor.ledger.unacked_bytes == 0
+
+
+def test_ack_for_data_never_sent_is_a_framing_error() -> None:
+    _, acceptor = open_pair()
+    acceptor.send_data(0, b"one")
+    with pytest.raises(errors.FramingError, match="Ack for message 1 on stream 0, but only 1 were ever sent"):
+        acceptor.receive_data(CONTROL_CHANNEL, codec.encode(Ack(0, 1)))
+    assert acceptor.state is SessionState.FAILED
 
 
 # -- close -----------------------------------------------------------------------------------------------------------
@@ -444,10 +458,10 @@ def test_eof_between_frames() -> None:
 
 # -- flow-control credit ---------------------------------------------------------------------------------------------
 def conversation(dialer: Session) -> list[tuple[int, bytes]]:
-    """A dialer's frames after the handshake: messages on several streams, an Ack, then Close."""
+    """A dialer's frames after the handshake: messages on several streams, a Ping, then Close."""
     frames = [(channel_for(s), dialer.send_data(s, bytes([s]) * n)) for s, n in [(0, 10), (1, 3000), (0, 0), (4, 70)]]
     frames.append((channel_for(1), dialer.send_data(1, b"t", tag=b"tag")))
-    frames.append((CONTROL_CHANNEL, codec.encode(Ack(1, 0))))
+    frames.append((CONTROL_CHANNEL, codec.encode(Ping())))  # Acks: tests/unit/test_resume.py
     dialer.close("end")
     frames += dialer.data_to_send()
     return frames

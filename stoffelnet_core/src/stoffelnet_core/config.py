@@ -214,6 +214,8 @@ class Config:
     send_buffer_bytes: int = 4194304
     receive_window_bytes: int = 1048576
     keepalive_ms: int = 5000  # a Ping after this much quiet; a peer silent for 3x this is lost (0: off)
+    resume_ms: int = 30000  # how long a lost peer may take to come back and resume (0: a loss is final at once)
+    resend_buffer_bytes: int = 8388608  # per peer: sent and not yet acknowledged; `send` waits when it is full
     tls: TLSConfig | None = None
     parties: tuple[Node, ...] = attrs.field(default=(), converter=_parties_tuple)
     clients: ClientsConfig = attrs.field(factory=ClientsConfig)
@@ -231,6 +233,8 @@ class Config:
         _check_int("send_buffer_bytes", self.send_buffer_bytes, minimum=_MIN_BUFFER)
         _check_int("receive_window_bytes", self.receive_window_bytes, minimum=_MIN_BUFFER)
         _check_int("keepalive_ms", self.keepalive_ms, minimum=0, unit=" (milliseconds)")
+        _check_int("resume_ms", self.resume_ms, minimum=0, unit=" (milliseconds)")
+        _check_int("resend_buffer_bytes", self.resend_buffer_bytes, minimum=_MIN_BUFFER)
         if self.tls is not None and not isinstance(self.tls, TLSConfig):
             raise _fail("tls", "must be a TLSConfig", self.tls)
         if not isinstance(self.clients, ClientsConfig):
@@ -362,13 +366,15 @@ _TOP_KEYS = (
     "send_buffer_bytes",
     "receive_window_bytes",
     "keepalive_ms",
+    "resume_ms",
+    "resend_buffer_bytes",
     "tls",
     "parties",
     "clients",
     "transport_options",
 )
-_SCALAR_KEYS = _TOP_KEYS[:9]  # passed to Config as they are; its checks name them
-_LIMIT_KEYS = _TOP_KEYS[3:9]  # the integers every dump writes out, defaults included
+_SCALAR_KEYS = _TOP_KEYS[: _TOP_KEYS.index("tls")]  # passed to Config as they are; its checks name them
+_LIMIT_KEYS = _TOP_KEYS[3 : _TOP_KEYS.index("tls")]  # the integers every dump writes out, defaults included
 _TLS_KEYS = ("cert", "key")
 _PARTY_KEYS = ("id", "address", "listen", "fingerprint", "cert")
 _CLIENTS_KEYS = ("allow", "certs")

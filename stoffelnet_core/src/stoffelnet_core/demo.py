@@ -41,6 +41,7 @@ from .testing import local_network
 
 __all__ = ["DemoResult", "client_inputs", "report", "run_demo", "run_processes"]
 
+_RESUME_MS = 3000  # local processes: a party not back within 3 s is not coming back (the report says so)
 _GRACE = 5.0  # seconds the others get to finish (and name the culprit) after a member failed, before being stopped
 _STOP_WAIT = 5.0  # seconds between SIGTERM and SIGKILL when stopping processes
 _STDERR_LINES = 40  # lines of each process's stderr kept for the report
@@ -219,7 +220,12 @@ async def run_processes(
     watchers: dict[asyncio.Task[None], str] = {}
     with tempfile.TemporaryDirectory(prefix="stoffelnet-demo-") as folder:
         deployment = make_deployment(
-            Path(folder), parties=parties, clients=clients, transport=transport, base_port=_free_port_range(parties)
+            Path(folder),
+            parties=parties,
+            clients=clients,
+            transport=transport,
+            base_port=_free_port_range(parties),
+            settings={"resume_ms": _RESUME_MS},
         )
         commands: list[tuple[str, list[str]]] = []
         size_list = ",".join(str(n) for n in (sizes or [size]))

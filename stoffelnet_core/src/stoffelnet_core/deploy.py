@@ -17,8 +17,9 @@ import ipaddress
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -58,6 +59,7 @@ class Deployment:
     transport: str
     parties: tuple[Member, ...]  # by party id
     clients: tuple[Member, ...]  # by client id
+    settings: Mapping[str, Any] = attrs.field(factory=dict)  # more top-level config keys for every member
 
     @property
     def members(self) -> tuple[Member, ...]:
@@ -100,11 +102,18 @@ class Deployment:
                 tls=TLSConfig(party.cert, party.key),
                 parties=nodes,
                 clients=allowed,
+                **self.settings,
             )
             for party in self.parties
         )
         client_configs = tuple(
-            Config(transport=self.transport, client_id=client.id, tls=TLSConfig(client.cert, client.key), parties=nodes)
+            Config(
+                transport=self.transport,
+                client_id=client.id,
+                tls=TLSConfig(client.cert, client.key),
+                parties=nodes,
+                **self.settings,
+            )
             for client in self.clients
         )
         return party_configs + client_configs
@@ -119,6 +128,7 @@ def make_deployment(
     base_port: int = 9000,
     hosts: Sequence[str] | None = None,
     force: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> Deployment:
     """Write keys, certificates and one config per party and per client into the folder `out` (made if missing).
 
@@ -129,6 +139,7 @@ def make_deployment(
     ``"force"``) when any of them already exists and `force` is false; in both cases nothing is written. With
     `force`, existing files are replaced, each atomically. Files of an earlier, larger deployment that this one
     does not name are left alone. A failure while writing removes the files this call created.
+    `settings` are more top-level config keys written into every member's config (e.g. ``resume_ms``).
     """
     _check_count("parties", parties, minimum=1)
     _check_count("clients", clients, minimum=0)
@@ -172,6 +183,7 @@ def make_deployment(
         transport=transport,
         parties=tuple(m for m, _ in made[:parties]),
         clients=tuple(m for m, _ in made[parties:]),
+        settings=dict(settings or {}),
     )
     if not force:
         existing = [path for path in deployment.files if os.path.lexists(path)]

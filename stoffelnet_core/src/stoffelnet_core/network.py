@@ -8,6 +8,11 @@ through memory, bounded the same way.
 
 Receive waiters are futures woken when something arrives or a connection changes; a waiter takes nothing until it
 runs, so cancelling a receive (e.g. by `asyncio.wait_for`) never loses a message.
+
+Resume: when a connection drops unexpectedly, its `PeerConnection` waits up to `resume_ms` for the same peer (same
+key, same session id) to come back; the side that dialed it dials again with backoff. Sends meanwhile go into the
+peer's resend buffer and receives simply wait. A peer that comes back as a new process is `PeerRestarted`; one
+that does not come back in time is `ConnectionLost` for every waiter on it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from .config import Config
 from .frames import Tag
 from .ids import Address, ClientId, ClientType, Node, PartyId
 from .inbox import Inbox
-from .peer import ConnectionState, PeerConnection
+from .peer import ConnectionState, CreditSource, PeerConnection
+from .resume import Ledger
 from .transport import BytePipe, Credentials, Listener, Transport, TransportContext
 
 __all__ = ["Client", "Network", "NetworkManager", "NetworkStats", "PeerStats", "open_client", "open_network"]
@@ -126,20 +132,35 @@ class _Member:
         self._reconnects: dict[tuple[ClientType, int], int] = {}
         self._session_ids: dict[int, bytes] = {}  # each party's session id, as first seen: a new one is a restart
         self._restarted: dict[int, errors.PeerRestarted] = {}
+        self._resume_s = config.resume_ms / 1000  # how long a lost peer may take to come back (0: never)
+        self._resumers: dict[PeerConnection, asyncio.Task[None]] = {}
 
     # -- sink (called by connections) ------------------------------------------------------------------------------
-    def handshake_completed(self, conn: PeerConnection) -> None:
-        peer = conn.peer
-        assert peer is not None
+    def _admit(self, peer: session.PeerIdentity) -> Ledger:
+        """Called the moment a peer is proven, before any of its data is read: refuse it, resume it, or start it.
+
+        Returns the ledger the connection uses: the one of the connection it resumes (same peer, same session
+        id, that connection waiting to resume or not yet known to be dead), or a new one.
+        """
+        what = "party" if peer.role is ClientType.SERVER else "client"
         table = self._parties if peer.role is ClientType.SERVER else self._clients
         old = table.get(peer.id)
-        if old is not None and old is not conn and old.state is ConnectionState.CONNECTED:
+        live = old is not None and old.state in (
+            ConnectionState.CONNECTED,
+            ConnectionState.CLOSING,
+            ConnectionState.RECONNECTING,
+        )
+        same_session = old is not None and old.peer is not None and old.peer.session_id == peer.session_id
+        if old is not None and live and same_session and self._resume_s > 0 and old.ledger is not None:
+            return old.ledger  # the same process is back: resume
+        if old is not None and old.state is ConnectionState.CONNECTED:
             # The member is connected: a second connection claiming it is refused, whatever its session says
             # (a live member is never taken for restarted on the word of another connection).
-            what = "party" if peer.role is ClientType.SERVER else "client"
             raise errors.AuthenticationError(
                 f"{what} {peer.id} is already connected; refusing a second connection that claims it", peer=peer.id
             )
+        if self._closed:
+            raise errors.InvalidState(f"{type(self).__name__.lower()} is closing: not admitting {what} {peer.id}")
         if peer.role is ClientType.SERVER and peer.session_id:
             known = self._session_ids.setdefault(peer.id, peer.session_id)
             if known != peer.session_id or peer.id in self._restarted:
@@ -149,27 +170,96 @@ class _Member:
                     peer=peer.id,
                 )
                 self._restarted.setdefault(peer.id, restarted)
+                if old is not None:
+                    old.give_up(restarted)
                 self._wake()
                 raise restarted
+        if old is not None and old.state is ConnectionState.RECONNECTING:  # a client back as a new session
+            old.give_up(errors.ConnectionLost(f"{what} {peer.id} came back as a new session", peer=peer.id))
+        return Ledger(self.config.resend_buffer_bytes, self.config.max_frame_size)
+
+    def handshake_completed(self, conn: PeerConnection) -> None:
+        peer = conn.peer
+        assert peer is not None
+        table = self._parties if peer.role is ClientType.SERVER else self._clients
+        old = table.get(peer.id)
+        key = (peer.role, peer.id)
+        if old is not None and old is not conn and old.ledger is conn.ledger:
+            old.adopt(conn)  # admitted as a resume: the old connection carries on over the new pipe
+            self._reconnects[key] = self._reconnects.get(key, 0) + 1
+            log.info("%s %d resumed (reconnect %d)", peer.role.value, peer.id, self._reconnects[key])
+            self._wake()
+            return
         if old is not None and old is not conn and old.state is ConnectionState.DISCONNECTED:
-            key = (peer.role, peer.id)
             self._reconnects[key] = self._reconnects.get(key, 0) + 1
             log.info("%s %d connected again (reconnect %d)", peer.role.value, peer.id, self._reconnects[key])
         table[peer.id] = conn
         self._wake()
 
-    def messages_received(self, conn: PeerConnection, events: list[session.MessageReceived]) -> None:
+    def messages_received(
+        self, conn: PeerConnection, events: list[session.MessageReceived], source: CreditSource
+    ) -> None:
         peer = conn.peer
         assert peer is not None
         push = self._inboxes[_PARTY if peer.role is ClientType.SERVER else _CLIENT].push
         sender = peer.id
         for event in events:
-            push(sender, event.stream, event.tag, (event.payload, event.credit, conn))
+            push(sender, event.stream, event.tag, (event.payload, event.credit, source))
         if self._waiters:
             self._wake()
 
     def connection_changed(self, conn: PeerConnection) -> None:
         self._wake()
+
+    def connection_interrupted(self, conn: PeerConnection) -> bool:
+        peer = conn.peer
+        if self._resume_s <= 0 or peer is None or self._closed:
+            return False
+        table = self._parties if peer.role is ClientType.SERVER else self._clients
+        if table.get(peer.id) is not conn:
+            return False
+        if conn not in self._resumers:  # else the running task sees the new loss and goes on
+            self._resumers[conn] = self._spawn(self._resume(conn, self._redials(peer)))
+        return True
+
+    def _redials(self, peer: session.PeerIdentity) -> Node | None:
+        """The node to dial again when the connection to `peer` drops, or None when the peer dials us."""
+        return None
+
+    async def _resume(self, conn: PeerConnection, node: Node | None) -> None:
+        """Bring `conn` back within `resume_ms` of its loss: dial again (with backoff) if we dial this peer, else
+        wait for it. One task per connection: it goes on while the connection is RECONNECTING, however often."""
+        peer = conn.peer
+        assert peer is not None
+        what = f"{'party' if peer.role is ClientType.SERVER else 'client'} {peer.id}"
+        delay = _BACKOFF_INITIAL
+        try:
+            while conn.state is ConnectionState.RECONNECTING:
+                remaining = conn.interrupted_at + self._resume_s - self._loop.time()
+                if remaining <= 0:
+                    lost = errors.ConnectionLost(
+                        f"connection to {what} lost and not resumed within {self._resume_s:g}s: {conn.error}",
+                        peer=peer.id,
+                    )
+                    lost.__cause__ = conn.error.__cause__ if conn.error is not None else None  # e.g. FramingError
+                    conn.give_up(lost)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        if node is None:
+                            await self._wait()
+                            continue
+                        try:
+                            await self._dial_once(node, self._local_identity()[0])  # resumes `conn` on success
+                        except (errors.AuthenticationError, errors.PeerRestarted) as exc:
+                            conn.give_up(exc)
+                            return
+                        except (errors.ConnectionError, errors.Timeout, errors.InvalidState, OSError) as exc:
+                            log.debug("resuming %s: dial failed: %s", what, exc)
+                            await asyncio.sleep(delay * (0.5 + random.random()))
+                            delay = min(delay * 2, _BACKOFF_MAX)
+        finally:
+            self._resumers.pop(conn, None)  # no await since the state check: a new loss starts a new task
 
     async def receive_on(self, conn: PeerConnection, stream: int, tag: Tag | None, timeout: float | None) -> bytes:
         peer = conn.peer
@@ -334,6 +424,8 @@ class _Member:
             prover=prover,
             proof_verifier=keys.verify_proof if own is not None else None,
             local_fingerprint=own.fingerprint if own is not None else "",
+            admit=self._admit,
+            resend_limit=self.config.resend_buffer_bytes,
         )
         return PeerConnection(
             pipe,
@@ -370,8 +462,10 @@ class _Member:
             if self._closed:
                 break
             try:
-                pipe = await self._transport.dial(node.address, role=role)
-            except (errors.InitializationFailed, errors.Timeout, OSError) as exc:
+                return await self._dial_once(node, role, expect)
+            except errors.AuthenticationError:
+                raise
+            except (errors.InitializationFailed, errors.ConnectionError, errors.Timeout, OSError) as exc:
                 last = exc
                 log.debug(
                     "dial party %d at %s failed (attempt %d/%d): %s",
@@ -384,23 +478,20 @@ class _Member:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, _BACKOFF_MAX)
-                continue
-            conn = self._new_connection(pipe, dialer=True, expect=expect)
-            try:
-                await conn.handshake(self.config.timeout)
-            except errors.AuthenticationError:
-                raise
-            except (errors.ConnectionError, errors.Timeout) as exc:
-                last = exc
-                if attempt + 1 < attempts:
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, _BACKOFF_MAX)
-                continue
-            return conn
         raise errors.InitializationFailed(
             f"could not connect to party {node.id} at {node.address} after {attempts} attempts: {last}",
             peer=node.id,
         ) from last
+
+    async def _dial_once(
+        self, node: Node, role: ClientType, expect: identity.Expectation | None = None
+    ) -> PeerConnection:
+        """One dial and handshake; the connection is registered (or resumes the one it replaces) on success."""
+        assert node.address is not None
+        pipe = await self._transport.dial(node.address, role=role)
+        conn = self._new_connection(pipe, dialer=True, expect=expect or self._expectation(party=node.id))
+        await conn.handshake(self.config.timeout)
+        return conn
 
     async def close(self) -> None:
         """Close gracefully: flush what was accepted, tell every peer, release the transport. Idempotent."""
@@ -409,10 +500,10 @@ class _Member:
         self._closed = True
         self._wake()
         self._closing()
+        await self._close_connections()  # the listener stays up meanwhile: a peer resuming may still get through
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
-        await self._close_connections()
         await self._cancel_tasks()
         await self._transport.aclose()
 
@@ -468,6 +559,10 @@ class Network(_Member):
 
     def _local_identity(self) -> tuple[ClientType, int]:
         return ClientType.SERVER, self._me
+
+    def _redials(self, peer: session.PeerIdentity) -> Node | None:
+        # the lower id dials: we dial the parties above us again; the ones below and the clients dial us
+        return self.config.node(peer.id) if peer.role is ClientType.SERVER and peer.id > self._me else None
 
     # -- properties ------------------------------------------------------------------------------------------------
     @property
@@ -718,9 +813,7 @@ class Network(_Member):
         ]
 
     def _on_pipe(self, pipe: BytePipe) -> None:
-        if self._closed:
-            pipe.abort()
-            return
+        # Even while closing: a peer resuming may still deliver what we wait for (new peers are refused on admission).
         expect = self._expectation(accept_clients=True, accept_parties_below=self._me)
         conn = self._new_connection(pipe, dialer=False, expect=expect)
         self._spawn(self._accept(conn))
@@ -756,6 +849,9 @@ class Client(_Member):
 
     def _local_identity(self) -> tuple[ClientType, int]:
         return ClientType.CLIENT, self.client_id
+
+    def _redials(self, peer: session.PeerIdentity) -> Node | None:
+        return self.config.node(peer.id)  # a client dials every party
 
     @property
     def party_count(self) -> int:
@@ -814,6 +910,7 @@ class NetworkManager(_Member):
             raise errors.ConfigError("a NetworkManager needs exactly one of party_id or client_id", key="party_id")
         super().__init__(config, transport if transport is not None else _make_transport(config))
         self._accepted: asyncio.Queue[PeerConnection] = asyncio.Queue()
+        self._resume_s = 0.0  # the application manages these connections itself: a loss is final
 
     def _local_identity(self) -> tuple[ClientType, int]:
         if self.config.party_id is not None:

@@ -3,6 +3,12 @@
 Shaped like aioquic's asyncio protocol: bytes in -> mux and session events -> deliveries; writes are queued and
 flushed once per event-loop turn (many small messages become one ``writelines``). Waiters are futures woken by
 events, and all of them are failed when the connection ends.
+
+A `PeerConnection` outlives its transport connection: when the pipe drops unexpectedly and the owner allows it
+(`MessageSink.connection_interrupted`), it goes RECONNECTING, keeps accepting sends into the peer's resend buffer
+(`resume.Ledger`), and when the same peer comes back on a new pipe it takes that pipe over (`adopt`) and sends
+again what was not acknowledged. Each pipe is watched through its own `_Link`, so a dead pipe's late callbacks
+and a dead connection's flow-control credit are ignored.
 """
 
 from __future__ import annotations
@@ -15,17 +21,21 @@ from typing import Protocol
 from . import errors, mux, session
 from .frames import Tag
 from .ids import Address, ClientType
+from .resume import Ledger
 from .transport import BytePipe, LinkInfo
 
 __all__ = ["ConnectionState", "MessageSink", "PeerConnection"]
 
 log = logging.getLogger("stoffelnet.peer")
 
+_ACK_DELAY = 0.01  # seconds: received messages are acknowledged within this (or at once past the ledger's threshold)
+
 
 class ConnectionState(enum.Enum):
     """``CONNECTED -> CLOSING -> CLOSED``, and ``CONNECTED -> DISCONNECTED`` on an unexpected loss."""
 
     CONNECTED = "connected"
+    RECONNECTING = "reconnecting"  # the pipe dropped; waiting for the same peer to come back (resume)
     CLOSING = "closing"
     CLOSED = "closed"
     DISCONNECTED = "disconnected"
@@ -37,14 +47,65 @@ class MessageSink(Protocol):
     def handshake_completed(self, conn: PeerConnection) -> None:
         """Register the newly identified connection; raise `AuthenticationError` to refuse it."""
 
-    def messages_received(self, conn: PeerConnection, events: list[session.MessageReceived]) -> None:
-        """Application messages from `conn`, in order (one call per batch of received bytes)."""
+    def messages_received(
+        self, conn: PeerConnection, events: list[session.MessageReceived], source: CreditSource
+    ) -> None:
+        """Application messages from `conn`, in order (one call per batch of received bytes); hand each one's
+        credit to ``source.consumed`` when the application takes it."""
 
     async def receive_on(self, conn: PeerConnection, stream: int, tag: Tag | None, timeout: float | None) -> bytes:
         """The next message that arrived on `conn` (for `PeerConnection.receive`)."""
         ...
 
     def connection_changed(self, conn: PeerConnection) -> None: ...
+
+    def connection_interrupted(self, conn: PeerConnection) -> bool:
+        """The pipe dropped unexpectedly: True to wait for the peer to come back (and redial if we dial it)."""
+        ...
+
+
+class CreditSource(Protocol):
+    def consumed(self, stream: int, credit: int) -> None: ...
+
+
+class _Link:
+    """One pipe under a `PeerConnection`: forwards the pipe's callbacks while it is the connection's current one."""
+
+    __slots__ = ("conn", "mux", "pipe", "session")
+
+    def __init__(self, conn: PeerConnection, pipe: BytePipe, sess: session.Session, mx: mux.Multiplexer) -> None:
+        self.conn = conn
+        self.pipe = pipe
+        self.session = sess
+        self.mux = mx
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn._link is self:
+            conn._data_received(data)
+
+    def eof_received(self) -> None:
+        if self.conn._link is self:
+            self.conn._eof_received()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.conn._link is self:
+            self.conn._connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.conn._link is self:
+            self.conn._write_paused = True
+
+    def resume_writing(self) -> None:
+        if self.conn._link is self:
+            self.conn._write_paused = False
+            self.conn._schedule_flush()
+
+    def consumed(self, stream: int, credit: int) -> None:
+        """Credit for a message this pipe delivered; a replaced pipe's credit is void (its window died with it)."""
+        conn = self.conn
+        if conn._link is self:
+            conn.consumed(stream, credit)
 
 
 class PeerConnection:
@@ -66,7 +127,12 @@ class PeerConnection:
     ) -> None:
         self._pipe = pipe
         self._session = sess
+        self._window = window
         self._mux = mux.Multiplexer(window=window)
+        self._link = _Link(self, pipe, sess, self._mux)
+        self._ledger: Ledger | None = None  # the peer's sequence state, once it is proven
+        self._closing = False  # close() began: a resumed connection goes on closing
+        self._adopted_by: PeerConnection | None = None  # this connection's pipe now serves that one
         self._send_limit = send_limit
         self._sink = sink
         self._loop = asyncio.get_running_loop()
@@ -84,7 +150,9 @@ class PeerConnection:
         self._keepalive = keepalive
         self._last_in = self._last_out = self._loop.time()
         self._keepalive_timer = self._loop.call_later(keepalive, self._keepalive_tick) if keepalive > 0 else None
-        pipe.set_receiver(self)
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self.interrupted_at = 0.0  # loop time of the last unexpected loss (resume is timed from it)
+        pipe.set_receiver(self._link)
 
     # -- identity --------------------------------------------------------------------------------------------------
     @property
@@ -111,6 +179,11 @@ class PeerConnection:
 
     def is_connected(self) -> bool:
         return self.state is ConnectionState.CONNECTED and self._session.state is session.SessionState.OPEN
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The peer's sequence numbers and resend buffer (None until the peer is proven)."""
+        return self._session.ledger
 
     def set_sink(self, sink: MessageSink) -> None:
         self._sink = sink
@@ -149,8 +222,17 @@ class PeerConnection:
         mx = self._mux
         if mx.queued(channel) >= self._send_limit:
             return False
+        ledger = self._ledger
+        if ledger is not None and ledger.unacked_bytes >= ledger.limit:
+            return False  # the resend buffer is full: wait for the peer's acks
         if self.state is not ConnectionState.CONNECTED:
             self._check_sendable()  # raises the connection's own error (e.g. ConnectionLost naming the party)
+            if self.state is ConnectionState.RECONNECTING:
+                assert ledger is not None
+                ledger.frame(stream, data, tag)  # kept, and sent when the peer is back
+                self.stats.messages_sent += 1
+                self.stats.bytes_sent += len(data)
+                return True
         mx.send(channel, self._session.send_data(stream, data, tag))  # raises InvalidState unless open
         counters = self.stats
         counters.messages_sent += 1
@@ -191,6 +273,10 @@ class PeerConnection:
 
     def _check_sendable(self) -> None:
         """Raise what a send on this connection must raise now: the peer's doing, or our own misuse."""
+        if self.state is ConnectionState.RECONNECTING:
+            if self._closing:
+                raise errors.InvalidState("connection is closing", state=self.state, peer=self._peer_id())
+            return
         if self.state is ConnectionState.CONNECTED and self._session.state is session.SessionState.OPEN:
             if self._session.sent_close:
                 raise errors.InvalidState("connection is closing", state=self.state, peer=self._peer_id())
@@ -213,9 +299,14 @@ class PeerConnection:
         """Bytes received and not yet consumed by the application."""
         return sum(self._mux.buffered(ch) for ch in list(self._mux._in))
 
+    def unacknowledged(self) -> int:
+        """Bytes sent (or accepted for sending) that the peer has not acknowledged yet."""
+        ledger = self._session.ledger
+        return ledger.unacked_bytes if ledger is not None else 0
+
     def consumed(self, stream: int, credit: int) -> None:
         """The application took a message worth `credit` bytes of `stream`: return the credit to the peer."""
-        if self.state is not ConnectionState.CONNECTED:
+        if self.state is not ConnectionState.CONNECTED and self.state is not ConnectionState.CLOSING:
             return
         channel = stream + 1
         amount = self._session.consumed(channel, credit)
@@ -229,6 +320,9 @@ class PeerConnection:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._adopted_by is not None:
+            self._adopted_by._schedule_flush()
+            return
         if self._pipe.is_closing():
             return
         for channel, frame in self._session.data_to_send():
@@ -242,22 +336,28 @@ class PeerConnection:
             self._wake_senders()
 
     def _keepalive_tick(self) -> None:
-        if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED):
+        if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED) or self._adopted_by is not None:
             return
         now = self._loop.time()
         silent = now - self._last_in
-        if silent >= 3 * self._keepalive:
-            self._fail(
+        if self.state is ConnectionState.RECONNECTING:
+            pass  # the pipe is gone already; the owner's resume timer decides
+        elif silent >= 3 * self._keepalive:
+            self._interrupted(
                 errors.ConnectionLost(
                     f"{self._peer_label()} was silent for {silent:.1f}s (keep-alive every {self._keepalive:g}s)",
                     peer=self._peer_id(),
                 )
             )
-            return
+            if self._ended():
+                return
         if now - self._last_out >= self._keepalive:
             self._session.ping()
             self._schedule_flush()
         self._keepalive_timer = self._loop.call_later(self._keepalive / 2, self._keepalive_tick)
+
+    def _ended(self) -> bool:
+        return self.state is ConnectionState.CLOSED or self.state is ConnectionState.DISCONNECTED
 
     def _wake_senders(self) -> None:
         waiters, self._send_waiters = self._send_waiters, []
@@ -265,8 +365,15 @@ class PeerConnection:
             if not waiter.done():
                 waiter.set_result(None)
 
-    # -- PipeReceiver --------------------------------------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
+    def _ack_tick(self) -> None:
+        """Acknowledge what arrived since the last Ack (a delayed ack: one per interval, not one per message)."""
+        self._ack_timer = None
+        if self.state is ConnectionState.CONNECTED or self.state is ConnectionState.CLOSING:
+            self._session.queue_acks()
+            self._schedule_flush()
+
+    # -- from the current _Link ------------------------------------------------------------------------------------
+    def _data_received(self, data: bytes) -> None:
         self._last_in = self._loop.time()
         try:
             self._receive(data)
@@ -279,39 +386,52 @@ class PeerConnection:
     def _receive(self, data: bytes) -> None:
         sess = self._session
         sink = self._sink
+        link = self._link
+        mx = self._mux
+        owner = self  # after a resume handshake, the connection this pipe now serves
         batch: list[session.MessageReceived] = []
-        for event in self._mux.receive_data(data):
+        for event in mx.receive_data(data):
             if type(event) is mux.StreamDataReceived:
                 for sev in sess.receive_data(event.stream, event.data):
                     if type(sev) is session.MessageReceived:
                         batch.append(sev)
                         continue
                     if batch:  # what arrived before a control event is delivered before it
-                        self._deliver(batch)
+                        owner._deliver(batch, link)
                         batch = []
                     if type(sev) is session.CreditReturned:
-                        self._mux.acknowledge(sev.channel, sev.amount)
+                        mx.acknowledge(sev.channel, sev.amount)
+                    elif type(sev) is session.Acknowledged:
+                        owner._wake_senders()
                     elif type(sev) is session.HandshakeCompleted:
+                        self._ledger = sess.ledger
                         if sess.dialer:  # our Handshake out, theirs back: one round trip
                             self.stats.last_rtt = self._loop.time() - self._handshake_started
                         if sink is not None:
-                            sink.handshake_completed(self)
+                            sink.handshake_completed(self)  # may hand this pipe to the connection it resumes
+                            owner = link.conn
                         if not self._handshake.done():
                             self._handshake.set_result(sev.peer)
                     elif type(sev) is session.CloseReceived:
-                        self._remote_closed(sev.reason)
+                        owner._remote_closed(sev.reason)
                 if sess.has_outgoing:
                     # Control frames (the acceptor's Handshake reply) enter the mux now, before the application
                     # can queue data: the mux keeps the order in which streams became ready.
                     for channel, frame in sess.data_to_send():
-                        self._mux.send(channel, frame)
+                        mx.send(channel, frame)
             # CreditAvailable: the flush below sends what the new credit allows
         if batch:
-            self._deliver(batch)
-        if self._mux.wants_write or sess.has_outgoing:
-            self._schedule_flush()
+            owner._deliver(batch, link)
+        ledger = sess.ledger
+        if ledger is not None and ledger.ack_due:
+            if ledger.ack_due >= ledger.ack_threshold:
+                sess.queue_acks()
+            elif owner._ack_timer is None:
+                owner._ack_timer = self._loop.call_later(_ACK_DELAY, owner._ack_tick)
+        if mx.wants_write or sess.has_outgoing:
+            owner._schedule_flush()
 
-    def _deliver(self, batch: list[session.MessageReceived]) -> None:
+    def _deliver(self, batch: list[session.MessageReceived], source: CreditSource) -> None:
         counters = self.stats
         counters.messages_received += len(batch)
         size = 0
@@ -319,7 +439,7 @@ class PeerConnection:
             size += len(message.payload)
         counters.bytes_received += size
         if self._sink is not None:
-            self._sink.messages_received(self, batch)
+            self._sink.messages_received(self, batch, source)
 
     def _remote_closed(self, reason: str) -> None:
         log.debug("%s closed the connection: %s", self._peer_label(), reason or "no reason given")
@@ -328,7 +448,7 @@ class PeerConnection:
         self._wake_senders()
         self._notify()
 
-    def eof_received(self) -> None:
+    def _eof_received(self) -> None:
         try:
             self._mux.eof()
             self._session.eof()
@@ -339,50 +459,116 @@ class PeerConnection:
                 f"connection to {self._peer_label()} lost in the middle of a message", peer=self._peer_id()
             )
             lost.__cause__ = exc
-            self._fail(lost)
+            self._interrupted(lost)
 
-    def connection_lost(self, exc: BaseException | None) -> None:
+    def _connection_lost(self, exc: BaseException | None) -> None:
         if self._session.received_close or (self._session.sent_close and exc is None):
             self._finish(ConnectionState.CLOSED, None)
             return
-        if self.state is ConnectionState.DISCONNECTED:
+        if self.state in (ConnectionState.DISCONNECTED, ConnectionState.RECONNECTING):
             return
         reason = f": {exc}" if exc else ""
-        self._finish(
-            ConnectionState.DISCONNECTED,
-            errors.ConnectionLost(f"connection to {self._peer_label()} lost{reason}", peer=self._peer_id()),
+        self._interrupted(
+            errors.ConnectionLost(f"connection to {self._peer_label()} lost{reason}", peer=self._peer_id())
         )
 
-    def pause_writing(self) -> None:
-        self._write_paused = True
+    # -- resume ----------------------------------------------------------------------------------------------------
+    def _interrupted(self, exc: errors.StoffelnetError) -> None:
+        """The pipe failed (not the peer's protocol): wait for the peer to come back if the owner allows it."""
+        sess = self._session
+        if (
+            self.state in (ConnectionState.CONNECTED, ConnectionState.CLOSING)
+            and sess.state is session.SessionState.OPEN
+            and not sess.sent_close
+            and not sess.received_close
+            and self._adopted_by is None
+            and self._sink is not None
+            and self._sink.connection_interrupted(self)
+        ):
+            log.info("%s: %s; waiting for it to come back", self._peer_label(), exc)
+            self.error = exc  # why, if it never comes back
+            self.interrupted_at = self._loop.time()
+            self.state = ConnectionState.RECONNECTING
+            sess.fail()
+            if self._ack_timer is not None:
+                self._ack_timer.cancel()
+                self._ack_timer = None
+            self._pipe.abort()
+            self._wake_senders()
+            self._notify()
+            return
+        self._fail(exc)
 
-    def resume_writing(self) -> None:
-        self._write_paused = False
+    def adopt(self, other: PeerConnection) -> None:
+        """Resume on `other`'s pipe: the same peer (same key and session id) came back on a new connection.
+
+        `other` was admitted with this connection's ledger. Everything not yet acknowledged is sent again first;
+        the peer drops what it already had.
+        """
+        if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED):
+            raise errors.InvalidState(f"cannot resume a {self.state.value} connection", state=self.state)
+        old = self._link
+        link = other._link
+        other._adopted_by = self
+        if other._keepalive_timer is not None:
+            other._keepalive_timer.cancel()
+        link.conn = self
+        self._link = link
+        self._pipe, self._session, self._mux = link.pipe, link.session, link.mux
+        self._ledger = link.session.ledger
+        self._write_paused = other._write_paused
+        self.stats.last_rtt = other.stats.last_rtt or self.stats.last_rtt
+        if not old.pipe.is_closing():
+            old.pipe.abort()  # a half-open pipe we had not noticed yet; its callbacks are now ignored
+        assert self._ledger is not None
+        for channel, frame in self._session.data_to_send():  # the acceptor's Handshake reply goes first
+            self._mux.send(channel, frame)
+        for stream, frame in self._ledger.unacknowledged():
+            self._mux.send(stream + 1, frame)
+        self.state = ConnectionState.CLOSING if self._closing else ConnectionState.CONNECTED
+        self.error = None
+        self._last_in = self._last_out = self._loop.time()
         self._schedule_flush()
+        self._wake_senders()
+        self._notify()
+
+    def give_up(self, error: errors.StoffelnetError) -> None:
+        """The peer did not come back (or came back as a new process): fail every waiter with `error`."""
+        if self.state is ConnectionState.RECONNECTING:
+            self._finish(ConnectionState.DISCONNECTED, error)
 
     # -- ending ----------------------------------------------------------------------------------------------------
     async def close(self, timeout: float = 10.0) -> None:
         """Graceful close: flush what was accepted, send Close, close the pipe; abort if that takes too long."""
         if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED):
             return
-        if self._session.state is session.SessionState.OPEN and not self._session.sent_close:
-            self.state = ConnectionState.CLOSING
+        resuming = self.state is ConnectionState.RECONNECTING
+        if resuming or (self._session.state is session.SessionState.OPEN and not self._session.sent_close):
+            self._closing = True
+            if not resuming:
+                self.state = ConnectionState.CLOSING
             try:
+                # Flushed is not enough: a cut now would lose what is in flight, so wait for the peer's acks
+                # (through a resume if the pipe drops meanwhile).
                 async with asyncio.timeout(timeout):
-                    while self.send_buffered() and self.state is ConnectionState.CLOSING:
+                    while self._unfinished() and self.state in (ConnectionState.CLOSING, ConnectionState.RECONNECTING):
                         waiter = self._loop.create_future()
                         self._send_waiters.append(waiter)
                         await waiter
             except TimeoutError:
                 log.warning(
-                    "closing %s: %d bytes not flushed within %.1fs",
+                    "closing %s: %d bytes not acknowledged within %.1fs",
                     self._peer_label(),
-                    self.send_buffered(),
+                    self.unacknowledged(),
                     timeout,
                 )
                 self.abort()
                 return
+            if self.state is ConnectionState.RECONNECTING:  # nothing left to deliver, and no pipe to say so
+                self._finish(ConnectionState.CLOSED, None)
+                return
             if self.state is ConnectionState.CLOSING and not self._pipe.is_closing():
+                self._session.queue_acks()  # the peer may be waiting for these to finish its own close
                 self._session.close("closed by application")
                 self._flush()
         self.state = ConnectionState.CLOSING if self.state is ConnectionState.CONNECTED else self.state
@@ -393,6 +579,14 @@ class PeerConnection:
                     await self._closed_event.wait()
             except TimeoutError:
                 self.abort()
+
+    def _unfinished(self) -> bool:
+        """What close() waits for: bytes not yet written, or not yet acknowledged by a peer still reading."""
+        if self.state is ConnectionState.RECONNECTING:
+            return bool(self.unacknowledged())
+        if self.send_buffered():
+            return True
+        return bool(self.unacknowledged()) and not self._session.received_close
 
     def abort(self, error: errors.StoffelnetError | None = None) -> None:
         """Drop the connection at once (unsent bytes are lost); waiters get `error` or `ConnectionLost`."""
@@ -419,6 +613,8 @@ class PeerConnection:
         self.state = state
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
         if exc is not None:
             self.error = exc
         if not self._handshake.done():

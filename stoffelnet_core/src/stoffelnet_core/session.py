@@ -7,7 +7,10 @@ The rules, all enforced here:
 - the dialer speaks first with its Handshake; the acceptor verifies it (the `verify` hook checks the claim against
   what the transport proved) and answers with its own, which the dialer verifies in turn;
 - nothing but a Handshake may arrive before the handshake completed, and a second Handshake is an error;
-- Data on stream ``s`` arrives only on channel ``s + 1``, numbered 0, 1, 2... per stream;
+- Data on stream ``s`` arrives only on channel ``s + 1``, numbered 0, 1, 2... per stream (the numbers live in
+  the peer's `resume.Ledger`, which outlives the connection: a resumed connection first carries again what was
+  not acknowledged, and such a resent duplicate is dropped here, only before the first new message of a stream);
+- an Ack acknowledges only what was sent;
 - after the peer's Close nothing more may arrive.
 Any violation raises `FramingError` (or `AuthenticationError` from `verify`) and the session is failed.
 
@@ -29,9 +32,11 @@ from . import codec, errors
 from .frames import PROTOCOL_VERSION, Accepted, Ack, Close, Data, Handshake, Ping, Proof, Tag
 from .ids import ClientType
 from .proof import proof_message
+from .resume import DEFAULT_RESEND_LIMIT, Ledger, Receiving
 
 __all__ = [
     "CONTROL_CHANNEL",
+    "Acknowledged",
     "CloseReceived",
     "CreditReturned",
     "HandshakeCompleted",
@@ -60,6 +65,10 @@ class PeerIdentity:
     session_id: bytes = b""
     fingerprint: str | None = None
 
+
+Admitter = Callable[[PeerIdentity], Ledger]
+"""Called once the peer is proven: returns the ledger to use (a new one, or the one of the connection this one
+resumes), or raises `AuthenticationError` / `PeerRestarted` to refuse the peer before anything is delivered."""
 
 Verifier = Callable[[Handshake, str | None], PeerIdentity]
 """Checks a peer's Handshake against the key it proved: the transport's, or (when not None) the fingerprint a
@@ -110,17 +119,25 @@ class CreditReturned:
     amount: int
 
 
-Event = HandshakeCompleted | MessageReceived | CloseReceived | CreditReturned
+@attrs.frozen
+class Acknowledged:
+    """The peer acknowledged `freed` bytes of our messages: senders waiting for resend-buffer room may go on."""
+
+    freed: int
+
+
+Event = HandshakeCompleted | MessageReceived | CloseReceived | CreditReturned | Acknowledged
 
 
 class _Channel:
-    __slots__ = ("decoder", "held", "partial_returned", "pending", "recv_seq")
+    __slots__ = ("decoder", "held", "link_next", "partial_returned", "pending", "rx")
 
     def __init__(self, max_frame_size: int) -> None:
         self.decoder = codec.FrameDecoder(max_frame_size)
         self.held = 0  # messages delivered and not yet consumed
         self.partial_returned = 0  # bytes of the incomplete frame already returned as credit
-        self.recv_seq = 0
+        self.rx: Receiving | None = None  # the stream's numbering, from the ledger (once the peer is admitted)
+        self.link_next = -1  # the number due next on this connection; -1 before the first Data
         self.pending = 0  # credit of consumed messages not yet returned (batched)
 
 
@@ -145,6 +162,8 @@ class Session:
         session_id: bytes = b"",
         nonce: bytes = b"",
         max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
+        admit: Admitter | None = None,
+        resend_limit: int = DEFAULT_RESEND_LIMIT,
     ) -> None:
         self.role = role
         self.local_id = local_id
@@ -163,7 +182,9 @@ class Session:
         self._handshake = Handshake(role.value, local_id, PROTOCOL_VERSION, session_id, nonce)
         self._max_frame_size = max_frame_size
         self._channels: dict[int, _Channel] = {}
-        self._send_seq: dict[int, int] = {}
+        self._admit = admit
+        self._resend_limit = resend_limit
+        self.ledger: Ledger | None = None  # set when the peer is proven (see `Admitter`)
         self._outgoing: list[tuple[int, bytes]] = []
         self._initiated = False
 
@@ -192,19 +213,14 @@ class Session:
         """Frame one application message for channel ``stream + 1``; raises `InvalidState` unless open."""
         if self.state is not SessionState.OPEN or self.sent_close:
             raise errors.InvalidState(f"cannot send: session is {self.state.value}", state=self.state)
-        if tag is not None:
-            try:
-                codec.check_tag(tag)
-            except ValueError as exc:
-                raise errors.SendError(str(exc)) from None
-        seq = self._send_seq.get(stream, 0)
-        frame = codec.encode_data(stream, seq, tag, payload)
-        if len(frame) > self._max_frame_size + codec.HEADER_SIZE:
-            raise errors.SendError(
-                f"message of {len(payload)} bytes exceeds the maximum frame size {self._max_frame_size}"
-            )
-        self._send_seq[stream] = seq + 1
-        return frame
+        assert self.ledger is not None  # attached before the session opens
+        return self.ledger.frame(stream, payload, tag)
+
+    def queue_acks(self) -> None:
+        """Queue an Ack for every stream that received messages since the last one (only while open)."""
+        if self.state is SessionState.OPEN and not self.sent_close and self.ledger is not None:
+            for ack in self.ledger.acks():
+                self._outgoing.append((CONTROL_CHANNEL, codec.encode(ack)))
 
     def ping(self) -> None:
         """Queue a keep-alive Ping (only while open: before that the handshake itself is the traffic)."""
@@ -246,7 +262,10 @@ class Session:
         if frames:
             ch.partial_returned = 0
         stream_no = channel - 1
-        seq = ch.recv_seq
+        rx = ch.rx
+        if rx is None and self.ledger is not None and channel != CONTROL_CHANNEL:
+            rx = ch.rx = self.ledger.receiver(stream_no)
+        seq = rx.next if rx is not None else 0
         accepting = self.state is SessionState.OPEN and not self.received_close  # changes only on control frames
         held = 0
         for envelope, size in frames:
@@ -258,12 +277,13 @@ class Session:
                 if envelope[0] != stream_no:
                     raise errors.FramingError(f"Data for stream {envelope[0]} arrived on channel {channel}")
                 if envelope[1] != seq:
-                    raise errors.FramingError(f"stream {stream_no}: expected sequence number {seq}, got {envelope[1]}")
+                    self._out_of_order(ch, stream_no, envelope[1], seq, held)  # raises unless a resent duplicate
+                    immediate += credit
+                    continue
                 seq += 1
                 held += 1
                 events.append(_new_tuple(MessageReceived, (stream_no, envelope[1], envelope[2], envelope[3], credit)))
                 continue
-            ch.recv_seq = seq
             ch.held += held
             held = 0
             immediate += credit
@@ -286,10 +306,19 @@ class Session:
                 if self.sent_close:
                     self.state = SessionState.CLOSED
                 events.append(CloseReceived(envelope.reason))
-            elif type(envelope) is Ack or type(envelope) is Ping:
-                pass  # Ack drives resume (no resend buffer yet); a Ping is only proof of life
+            elif type(envelope) is Ack:
+                assert self.ledger is not None  # open, so admitted
+                freed = self.ledger.acknowledged(envelope.stream, envelope.seq)
+                if freed:
+                    events.append(Acknowledged(freed))
+            # a Ping is only proof of life
             accepting = self.state is SessionState.OPEN and not self.received_close
-        ch.recv_seq = seq
+        if rx is not None:
+            if held:
+                rx.next = seq
+                ch.link_next = seq
+            assert self.ledger is not None
+            self.ledger.ack_due += len(data)
         ch.held += held
         if ch.held == 0:
             newly = ch.decoder.buffered - ch.partial_returned
@@ -299,6 +328,27 @@ class Session:
         if immediate:
             events.append(CreditReturned(channel, immediate))
         return events
+
+    def _out_of_order(self, ch: _Channel, stream: int, got: int, expected: int, held: int) -> None:
+        """A Data frame with another number than expected: a resent duplicate is dropped, anything else refused.
+
+        Duplicates are legitimate only where a resumed connection starts: before any new message of this stream
+        on this connection, and in unbroken order. A replay later on is a protocol violation.
+        """
+        if got < expected and not held and (ch.link_next < 0 or got == ch.link_next):
+            ch.link_next = got + 1
+            assert self.ledger is not None
+            self.ledger.duplicates += 1
+            return
+        raise errors.FramingError(f"stream {stream}: expected sequence number {expected}, got {got}")
+
+    def _admitted(self, peer: PeerIdentity) -> PeerIdentity:
+        """Attach the peer's ledger (or refuse it) the moment it is proven, before any of its data is read."""
+        if self._admit is not None:
+            self.ledger = self._admit(peer)
+        else:
+            self.ledger = Ledger(self._resend_limit, self._max_frame_size)
+        return peer
 
     def _refuse_data(self) -> None:
         if self.state is SessionState.CLOSED or self.received_close:
@@ -326,7 +376,7 @@ class Session:
             self._awaiting_proof = handshake
             self._outgoing.append((CONTROL_CHANNEL, codec.encode(self._handshake)))
             return None
-        peer = self._verify(handshake, None)
+        peer = self._admitted(self._verify(handshake, None))
         if self.dialer and self._dialer_proof:
             if self._prover is None or peer.fingerprint is None:
                 raise errors.AuthenticationError("this side cannot prove its key (no keys configured)")
@@ -352,7 +402,7 @@ class Session:
             raise errors.AuthenticationError(f"a {claim.role} claimed no id")
         message = proof_message(self._handshake.nonce, self._local_fingerprint, claim.role, claim.id, claim.nonce)
         proven = self._proof_verifier(proof.certificate, proof.signature, message)
-        peer = self._verify(claim, proven)
+        peer = self._admitted(self._verify(claim, proven))
         self._awaiting_proof = None
         self.peer = peer
         self.state = SessionState.OPEN

@@ -24,13 +24,15 @@ from ..config import ClientsConfig, Config, TLSConfig
 from ..ids import Address, Node, PartyId
 from ..network import Client, Network, open_client, open_network
 
-__all__ = ["LocalNetwork", "local_network", "sever"]
+__all__ = ["LocalNetwork", "crash", "cut", "local_network", "sever", "wait_connected"]
 
 _NETWORK_OVERRIDES = frozenset(
     {
         "max_frame_size",
         "receive_window_bytes",
         "send_buffer_bytes",
+        "resume_ms",
+        "resend_buffer_bytes",
         "timeout_ms",
         "max_retries",
         "transport_options",
@@ -150,5 +152,42 @@ async def _bind_ports(config: Config) -> Config:
 
 
 def sever(net: Network | Client, party: int) -> None:
-    """Cut the connection to `party` as an unexpected loss (no Close, unsent bytes dropped), on both ends."""
+    """Cut the connection to `party` as an unexpected loss (no Close, unsent bytes dropped), on both ends.
+
+    Both ends then resume it by themselves (unless the config's ``resume_ms`` is 0): the application sees only
+    latency.
+    """
     net.connection(party)._pipe.abort()
+
+
+async def cut(net: Network | Client, party: int, timeout: float = 5.0) -> None:
+    """`sever` the connection to `party`, then wait until this end resumed it on a new pipe (`TimeoutError` if
+    it does not within `timeout`). The other end may notice the cut later, once its event loop gets to it."""
+    conn = net.connection(party)
+    severed = conn._pipe
+    severed.abort()
+    async with asyncio.timeout(timeout):
+        while conn._pipe is severed or not conn.is_connected():
+            await net._wait()
+
+
+async def crash(net: Network | Client) -> None:
+    """Make `net` vanish as a killed process would: no Close to anyone, its listener gone, nothing dialled again.
+
+    Its peers see the loss, wait ``resume_ms`` for it to come back, then fail every waiter with `ConnectionLost`.
+    `net.close()` still releases what is left.
+    """
+    net._resume_s = 0.0
+    await net._cancel_tasks()
+    if net._listener is not None:
+        await net._listener.close()
+        net._listener = None
+    for conn in [*net._parties.values(), *net._clients.values()]:
+        conn._pipe.abort()
+
+
+async def wait_connected(net: Network | Client, party: int, timeout: float = 5.0) -> None:
+    """Wait until the connection to `party` is up (again), e.g. after `sever`; raises `TimeoutError`."""
+    async with asyncio.timeout(timeout):
+        while not net.connection(party).is_connected():
+            await net._wait()

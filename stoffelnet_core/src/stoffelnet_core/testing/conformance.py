@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import pytest
 
 from stoffelnet_core import ConnectionState, Network, errors
-from stoffelnet_core.testing import LocalNetwork, local_network, sever
+from stoffelnet_core.testing import LocalNetwork, crash, cut, local_network, sever, wait_connected
 
 T = TypeVar("T")
 
@@ -704,11 +704,80 @@ async def test_close_and_state_transitions(stoffelnet_transport: str) -> None:
 
 
 @pytest.mark.asyncio
-async def test_sever_raises_connection_lost(stoffelnet_transport: str) -> None:
-    """An unexpected loss fails each waiter on the peer with `ConnectionLost` naming it; others carry on."""
+async def test_sever_resumes_with_nothing_lost_or_duplicated(stoffelnet_transport: str) -> None:
+    """Connections cut mid-flow come back by themselves: every accepted message arrives once, in order."""
+    count, cuts, size = 900, 3, 300
+    async with _lan(stoffelnet_transport, 3) as lan:
+        a, b, c = lan
+        got: dict[tuple[int, int], list[int]] = {(0, 0): [], (0, 1): [], (1, 0): []}  # (sender, stream) -> numbers
+
+        async def read(receiver: Network, sender: int, stream: int, expect: int) -> None:
+            while len(got[sender, stream]) < expect:
+                data = await _bounded(receiver.receive_from(sender, stream=stream), "a message across the cuts")
+                got[sender, stream].append(_number(data))
+
+        async def both_up() -> None:
+            # the end that was not cut notices only once it yields, so one end up proves little about the other
+            while not (a.connection(1).is_connected() and b.connection(0).is_connected()):
+                await wait_connected(a, 1)
+                await wait_connected(b, 0)
+
+        async def write() -> None:
+            for i in range(count):
+                await _bounded(a.send(1, _numbered(i, size), stream=i % 2), "a send across the cuts")
+                await _bounded(b.send(0, _numbered(i, size)), "a send across the cuts")
+                if i % (count // (cuts + 1)) == count // (cuts + 1) - 1 and i < count - 1:
+                    await _bounded(both_up(), "the connection to come back before the next cut")
+                    await _bounded(cut(a, 1) if i % 2 else cut(b, 0), "a cut connection to resume")  # either end
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(write())
+            tg.create_task(read(b, 0, 0, (count + 1) // 2))
+            tg.create_task(read(b, 0, 1, count // 2))
+            tg.create_task(read(a, 1, 0, count))
+        assert got[0, 0] == list(range(0, count, 2)), "stream 0 lost, duplicated or reordered messages"
+        assert got[0, 1] == list(range(1, count, 2)), "stream 1 lost, duplicated or reordered messages"
+        assert got[1, 0] == list(range(count)), "the other direction lost, duplicated or reordered messages"
+        await _bounded(both_up(), "the connection to come back")
+        for net, peer in ((a, 1), (b, 0)):
+            assert net.stats().peers[peer].reconnects == cuts, (net.local_party_id, net.stats().peers[peer])
+        for x, y in ((a, c), (c, b)):
+            await _bounded(x.send(y.local_party_id, b"unaffected"), "a send between other parties")
+            assert await _bounded(y.receive_from(x.local_party_id), "a message between other parties") == b"unaffected"
+
+
+@pytest.mark.asyncio
+async def test_a_party_that_never_comes_back_is_connection_lost(stoffelnet_transport: str) -> None:
+    """A crashed party is waited for `resume_ms`, then every waiter on it gets `ConnectionLost` naming it."""
+    async with _lan(stoffelnet_transport, 3, resume_ms=600, timeout_ms=3000) as lan:
+        a, b, c = lan
+        waiters = [asyncio.ensure_future(a.receive_from(1)), asyncio.ensure_future(c.receive_from(1))]
+        try:
+            await crash(b)
+            for waiter in waiters:
+                with pytest.raises(errors.ConnectionLost, match=r"not resumed within 0\.6s") as info:
+                    await _bounded(waiter, "a waiter on the crashed party to fail")
+                assert info.value.peer == 1
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        with pytest.raises(errors.ConnectionLost):
+            await _bounded(a.send(1, b"to nobody"), "a send to the crashed party to fail")
+        await _bounded(a.send(2, b"unaffected"), "a send between the others")
+        assert await _bounded(c.receive_from(0), "a message between the others") == b"unaffected"
+
+
+@pytest.mark.asyncio
+async def test_sever_without_resume_raises_connection_lost(stoffelnet_transport: str) -> None:
+    """With resume off, an unexpected loss fails each waiter on the peer with `ConnectionLost` naming it."""
     window = 64 * KIB
     async with _lan(
-        stoffelnet_transport, 3, receive_window_bytes=window, send_buffer_bytes=window, timeout_ms=3000
+        stoffelnet_transport,
+        3,
+        receive_window_bytes=window,
+        send_buffer_bytes=window,
+        timeout_ms=3000,
+        resume_ms=0,
     ) as lan:
         a, b, c = lan
         receiving = asyncio.ensure_future(a.receive_from(1))

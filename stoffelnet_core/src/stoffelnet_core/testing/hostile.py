@@ -54,6 +54,7 @@ __all__ = [
 
 N_PARTIES = 3
 TIMEOUT = 5.0  # seconds: the bound on every single wait
+RESUME = 1.0  # seconds a vanished peer is waited for before its loss is final (well within TIMEOUT)
 SPARE_CLIENT = 1  # allowlisted, never connected: the authenticated attacker's identity
 EVIL = b"EVIL: must never reach an application"
 HOST = "127.0.0.1"
@@ -109,6 +110,7 @@ async def start_victim(folder: Path, transport: str) -> AsyncIterator[Victim]:
         parties=tuple(Node(PartyId(i), Address(HOST, 0)) for i in range(N_PARTIES)),
         timeout_ms=int(TIMEOUT * 1000),
         max_retries=2,
+        resume_ms=int(RESUME * 1000),
     )
     base = await _bind_ports(base)
     base, tls_or_none = _make_keys(base, N_PARTIES, 2, folder / "keys")
