@@ -14,6 +14,9 @@ event loop of its own. There are no autouse fixtures: installing stoffelnet chan
               await lan[0].send(1, b"share")
               assert await lan[1].receive_from(0) == b"share"
 
+- ``stoffelnet_chaos_seed``: a seed for the fault-injecting proxies of `stoffelnet_core.testing.chaos`: fresh
+  each run, or ``STOFFELNET_CHAOS_SEED`` when set, and shown in a failing test's report so the run replays.
+
 The conformance suite for transport authors runs with
 ``pytest --pyargs stoffelnet_core.testing.conformance --stoffelnet-transport=<name>``.
 
@@ -23,6 +26,8 @@ Only pytest is imported here; stoffelnet itself is imported when a fixture is us
 from __future__ import annotations
 
 import functools
+import os
+import secrets
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
     from stoffelnet_core.testing import LocalNetwork
 
 DEFAULT_TRANSPORT = "loopback"
+CHAOS_SEED_VARIABLE = "STOFFELNET_CHAOS_SEED"
 _OPTION = "--stoffelnet-transport"
 _INI = "stoffelnet_transport"
 
@@ -85,3 +91,20 @@ def stoffelnet_local_network(
     from stoffelnet_core.testing import local_network
 
     return functools.partial(local_network, transport=stoffelnet_transport, **stoffelnet_network_options)
+
+
+@pytest.fixture
+def stoffelnet_chaos_seed(request: pytest.FixtureRequest) -> int:
+    """A seed for `stoffelnet_core.testing.chaos` proxies: ``STOFFELNET_CHAOS_SEED`` when set (to replay a
+    failure), else a fresh one, so every run tries other faults. A failing test's report shows it."""
+    text = os.environ.get(CHAOS_SEED_VARIABLE, "").strip()
+    try:
+        seed = int(text, 0) if text else secrets.randbits(32)
+    except ValueError:
+        raise pytest.UsageError(f"{CHAOS_SEED_VARIABLE} must be an integer, got {text!r}") from None
+    request.node.user_properties.append(("stoffelnet_chaos_seed", seed))
+    if isinstance(request.node, pytest.Item):
+        request.node.add_report_section(
+            "setup", "stoffelnet chaos seed", f"{seed} (replay with {CHAOS_SEED_VARIABLE}={seed})"
+        )
+    return seed
