@@ -128,8 +128,12 @@ async def run_party(
     progress: ProgressCallback | None = None,
     state: RunState | None = None,
     stall_ms: int = 0,
+    read_pause_ms: int = 0,
 ) -> dict[str, Any]:
     """Compute for `clients` clients, then run `rounds` all-to-all rounds; returns what was measured and checked.
+
+    `read_pause_ms` makes this party a reader that stops for that long at a third of the rounds while it goes on
+    broadcasting (its sending runs ahead, limited only by backpressure): memory must stay bounded everywhere.
 
     A `StoffelnetError` on the way is recorded in the result (``failures``, ``lost_peers``), not raised. `state` is
     kept up to date (phase, round, whom it waits for) for a caller that reports an interruption.
@@ -144,6 +148,7 @@ async def run_party(
     async with open_network(config) as net:
         setup = time.perf_counter() - started
         me = net.local_party_id
+        ahead: asyncio.Task[None] | None = None
         try:
             state.phase = "computation"
             t0 = time.perf_counter()
@@ -153,11 +158,23 @@ async def run_party(
             every = max(1, rounds // 100)
             state.phase = "rounds"
             t0 = time.perf_counter()
+            if read_pause_ms:
+
+                async def send_ahead() -> None:
+                    for r in range(rounds):
+                        await net.broadcast(expected_payload(me, r, sizes[r % len(sizes)]), timeout=timeout)
+
+                ahead = asyncio.ensure_future(send_ahead())
             for r in range(rounds):
                 size = sizes[r % len(sizes)]
                 start = time.perf_counter()
                 state.round, state.waiting_for = r, None
-                await net.broadcast(expected_payload(me, r, size), timeout=timeout)
+                if ahead is None:
+                    await net.broadcast(expected_payload(me, r, size), timeout=timeout)
+                elif r == rounds // 3:
+                    await asyncio.sleep(read_pause_ms / 1000)  # a reader that stops; the loop itself runs on
+                if ahead is not None and ahead.done():
+                    ahead.result()  # a send that failed fails the run
                 for sender in range(net.party_count):
                     state.waiting_for = f"party{sender}"
                     got = await net.receive_from(sender, timeout=timeout)
@@ -169,6 +186,8 @@ async def run_party(
                     time.sleep(stall_ms / 1000)  # noqa: ASYNC251 - blocking on purpose
                 if progress is not None and ((r + 1) % every == 0 or r + 1 == rounds):
                     progress(r + 1, rounds)
+            if ahead is not None:
+                await ahead
             rounds_s = time.perf_counter() - t0
             state.round = state.waiting_for = None
             try:
@@ -179,9 +198,18 @@ async def run_party(
         except errors.StoffelnetError as exc:
             lost = _lost_peers(net)
             failures.append(f"party {me}: {type(exc).__name__}: {exc}{_lost_note(lost, exc)}")
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
         stats = net.stats()
         state.phase = "closing"
         sent = sum(p.bytes_sent for pid, p in stats.peers.items() if pid != me)
+        reconnects = sum(p.reconnects for p in stats.peers.values())
+        dropped = sum(
+            c.ledger.duplicates
+            for pid in net.parties()
+            if pid != me and (c := net._parties.get(pid)) is not None and c.ledger is not None
+        )
     return {
         "role": "party",
         "id": me,
@@ -195,6 +223,8 @@ async def run_party(
         "latencies_s": latencies,
         "messages_received": received,
         "bytes_sent": sent,
+        "reconnects": reconnects,  # connections resumed after a loss
+        "resent_dropped": dropped,  # frames sent again after a loss that had arrived before: dropped, not delivered
         "rss_peak_kib": rss_peak_kib(),
     }
 
@@ -361,6 +391,12 @@ def add_member_arguments(parser: argparse.ArgumentParser, role: str, *, input_re
         parser.add_argument(
             "--stall-ms", type=int, default=0, help="block the event loop this long after every round (testing)"
         )
+        parser.add_argument(
+            "--read-pause-ms",
+            type=int,
+            default=0,
+            help="stop reading this long at a third of the rounds while still broadcasting ahead (testing)",
+        )
     if role in ("client", "any"):
         parser.add_argument(
             "--input",
@@ -435,6 +471,7 @@ async def _member_main(role: str, config: Config, args: argparse.Namespace, stat
             progress=progress if args.progress else None,
             state=state,
             stall_ms=args.stall_ms,
+            read_pause_ms=args.read_pause_ms,
         )
     return await run_client(config, value=args.input, expect=_expectation(args), timeout=args.timeout, state=state)
 
