@@ -51,6 +51,8 @@ class Scenario:
     stall: tuple[int, int] | None = None  # (party, ms): it blocks its event loop this long after every round
     read_pause: tuple[int, int] | None = None  # (party, ms): it stops reading this long, broadcasting on
     restart: tuple[int, int] | None = None  # (party, round): SIGKILL it once party 0 did `round` rounds, start anew
+    outages: tuple[int, float] = (0, 0.0)  # (count, seconds): network outages spread over the run (TCP: every
+    # connection cut, then new ones refused for `seconds`; UDP: every datagram dropped for `seconds`)
     timeout: float = 120.0  # seconds for the whole run
 
 
@@ -143,11 +145,17 @@ def _describe(proxies: Sequence[TcpChaosProxy | UdpChaosProxy]) -> str:
         return "-"
     if isinstance(proxies[0], TcpChaosProxy):
         tcp = [p.stats for p in proxies if isinstance(p, TcpChaosProxy)]
-        return f"{sum(s.cuts for s in tcp)} cuts of {sum(s.accepted for s in tcp)} TCP connections"
+        refused = sum(s.refused for s in tcp)
+        return f"{sum(s.cuts for s in tcp)} cuts of {sum(s.accepted for s in tcp)} TCP connections" + (
+            f", {refused} refused" if refused else ""
+        )
     udp = [p.stats for p in proxies if isinstance(p, UdpChaosProxy)]
+    blackholed = sum(s.blackholed for s in udp)
     return (
-        f"{sum(s.dropped for s in udp)} dropped, {sum(s.duplicated for s in udp)} duplicated, "
-        f"{sum(s.reordered for s in udp)} reordered of {sum(s.datagrams_in for s in udp)} datagrams"
+        f"{sum(s.dropped for s in udp) - blackholed} dropped, {sum(s.duplicated for s in udp)} duplicated, "
+        f"{sum(s.reordered for s in udp)} reordered"
+        + (f", {blackholed} blackholed" if blackholed else "")
+        + f" of {sum(s.datagrams_in for s in udp)} datagrams"
     )
 
 
@@ -180,6 +188,8 @@ async def _run(scenario: Scenario, folder: Path) -> ScenarioResult:
                     watchers.append(asyncio.ensure_future(_watch(members[-1], progress if i == 0 else None)))
                 if scenario.restart is not None:
                     await _kill_and_restart(scenario, files, members, watchers, progress)
+                elif scenario.outages[0]:
+                    await _outages(scenario, proxies, progress)
                 await asyncio.gather(*watchers)
         except TimeoutError:
             waiting = [m.name for m in members if m.proc.returncode is None]
@@ -211,6 +221,28 @@ async def _kill_and_restart(
     await watchers[party]
     members.append(await _start(f"party{party} (restarted)", files[party], scenario, party))
     watchers.append(asyncio.ensure_future(_watch(members[-1], None)))
+
+
+async def _outages(
+    scenario: Scenario, proxies: Sequence[TcpChaosProxy | UdpChaosProxy], progress: asyncio.Queue[int]
+) -> None:
+    count, seconds = scenario.outages
+    marks = [scenario.rounds * (k + 1) // (count + 1) for k in range(count)]
+    for mark in marks:
+        while await progress.get() < mark:
+            pass
+        for proxy in proxies:
+            if isinstance(proxy, TcpChaosProxy):
+                proxy.refuse(True)
+                proxy.cut_all()
+            else:
+                proxy.blackhole(True)
+        await asyncio.sleep(seconds)  # the outage itself is a span of time
+        for proxy in proxies:
+            if isinstance(proxy, TcpChaosProxy):
+                proxy.refuse(False)
+            else:
+                proxy.blackhole(False)
 
 
 def _summarise(
