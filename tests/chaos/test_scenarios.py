@@ -28,14 +28,21 @@ async def test_tcp_cut_every_few_hundred_messages_loses_nothing() -> None:
 
 async def test_a_party_killed_and_restarted_is_reported_never_mixed() -> None:
     scenario = Scenario(
-        name="restart", rounds=5000, restart=(1, 200), settings={"resume_ms": 5000, "max_retries": 2}, timeout=60
+        name="restart", rounds=5000, restart=(1, 200), settings={"resume_ms": 5000, "max_retries": 5}, timeout=60
     )
     result = await run_scenario(scenario)
     assert not result.ok
-    for survivor in (0, 2):
-        said = [f for f in result.failures if f.startswith(f"party {survivor}: ")]
-        assert said, result.failures
-        assert all("PeerRestarted: party 1 restarted" in f for f in said), said
+    said = {survivor: [f for f in result.failures if f.startswith(f"party {survivor}: ")] for survivor in (0, 2)}
+    assert all(len(lines) == 1 for lines in said.values()), result.failures
+    # A survivor learns of the restart when the new process reaches it. One that only dials the new process may
+    # miss it (not yet listening, or already gone): then party 1 is lost for good; or it first sees the other
+    # survivor give up and close. Never anything else, and never a message mixed in.
+    assert any("PeerRestarted: party 1 restarted" in lines[0] for lines in said.values()), said
+    for [line] in said.values():
+        assert any(
+            outcome in line
+            for outcome in ("PeerRestarted: party 1 restarted", "party 1 lost and not resumed", "closed the connection")
+        ), line
     assert not any("is wrong" in f or "extra message" in f for f in result.failures), result.failures
 
 
