@@ -105,6 +105,18 @@ AFTER_HANDSHAKE: dict[str, tuple[Callable[[Victim], bytes], str]] = {
         lambda v: mux_frame(DATA, 1, codec.encode(Close("wrong channel"))),
         "control envelope Close on data channel 1",
     ),
+    "ack-for-data-never-sent": (
+        lambda v: _control(Ack(0, 5)),
+        "Ack for message 5 on stream 0, but only 0 were ever sent on that stream",
+    ),
+    "data-on-a-stream-id-beyond-32-bits": (
+        lambda v: mux_frame(DATA, 1, _frame(cbor2.dumps([1, 2**32, 0, None, b"x"]))),
+        "envelope field stream must be an integer in 0..4294967295, got 4294967296",
+    ),
+    "data-with-a-sequence-number-beyond-64-bits": (
+        lambda v: mux_frame(DATA, 1, _frame(cbor2.dumps([1, 0, 2**64, None, b"x"]))),
+        "envelope field seq must be an integer in 0..18446744073709551615",
+    ),
     "data-after-close": (
         lambda v: _control(Close("bye")) + data_frame(0, 0, b"after close"),
         "data frame after the peer's Close",
