@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from .transport import BytePipe, LinkInfo, PipeReceiver
 
@@ -44,7 +45,7 @@ class ProtocolPipe(asyncio.Protocol, BytePipe):
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # not isinstance: uvloop's are no subclasses
         self._transport = transport
         self.info = self._make_info(transport)
         if self._on_connected is not None:

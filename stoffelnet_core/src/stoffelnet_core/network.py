@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Self
 
 import attrs
@@ -65,6 +65,7 @@ class NetworkStats:
     clients: Mapping[int, PeerStats]
 
 
+MAX_HANDSHAKING = 256  # incoming connections awaiting their Handshake at once; past it the oldest is dropped
 MAX_STREAM = 0xFFFFFFFE  # stream s travels on channel s + 1, a 32-bit number
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
@@ -134,6 +135,7 @@ class _Member:
         self._restarted: dict[int, errors.PeerRestarted] = {}
         self._resume_s = config.resume_ms / 1000  # how long a lost peer may take to come back (0: never)
         self._resumers: dict[PeerConnection, asyncio.Task[None]] = {}
+        self._handshaking: dict[PeerConnection, None] = {}  # incoming, oldest first, until their handshake ends
 
     # -- sink (called by connections) ------------------------------------------------------------------------------
     def _admit(self, peer: session.PeerIdentity) -> Ledger:
@@ -438,6 +440,42 @@ class _Member:
 
     def _local_identity(self) -> tuple[ClientType, int]:
         raise NotImplementedError
+
+    def _handshake_incoming(self, conn: PeerConnection, then: Callable[[PeerConnection], None] | None = None) -> None:
+        """Run an incoming connection's handshake in a task, at most `MAX_HANDSHAKING` at once.
+
+        The transport proved a key, or nothing yet (QUIC lets anyone finish its handshake before core's Proof):
+        a flood of connections that never send their Handshake must not pile up until their timeout. Past the
+        bound the oldest is dropped, so a legitimate newcomer always gets its turn.
+        """
+        if len(self._handshaking) >= MAX_HANDSHAKING:
+            oldest = next(iter(self._handshaking))
+            del self._handshaking[oldest]  # now: more may arrive before its task sees the abort
+            log.warning("dropped %s: %d connections already awaiting their Handshake", oldest, MAX_HANDSHAKING)
+            oldest.abort(errors.AuthenticationError("dropped: too many connections awaiting their Handshake"))
+        self._handshaking[conn] = None
+        self._spawn(self._accept(conn, then))
+
+    async def _accept(self, conn: PeerConnection, then: Callable[[PeerConnection], None] | None) -> None:
+        try:
+            peer = await conn.handshake(self.config.timeout)
+        except errors.StoffelnetError as exc:
+            # str(exc), not exc: a log record that kept the exception would keep its frames and the connection
+            role, me = self._local_identity()
+            log.warning(
+                "%s %d refused a connection from %s: %s: %s",
+                "party" if role is ClientType.SERVER else "client",
+                me,
+                conn.remote_address,
+                type(exc).__name__,
+                str(exc),
+            )
+            return
+        finally:
+            self._handshaking.pop(conn, None)
+        log.debug("accepted %s %d", peer.role.value, peer.id)
+        if then is not None:
+            then(conn)
 
     def _expectation(self, **kwargs: Any) -> identity.Expectation:
         """What this member accepts on one connection: the config's parties, clients and pinned keys."""
@@ -815,22 +853,7 @@ class Network(_Member):
     def _on_pipe(self, pipe: BytePipe) -> None:
         # Even while closing: a peer resuming may still deliver what we wait for (new peers are refused on admission).
         expect = self._expectation(accept_clients=True, accept_parties_below=self._me)
-        conn = self._new_connection(pipe, dialer=False, expect=expect)
-        self._spawn(self._accept(conn))
-
-    async def _accept(self, conn: PeerConnection) -> None:
-        try:
-            peer = await conn.handshake(self.config.timeout)
-        except errors.StoffelnetError as exc:
-            log.warning(
-                "party %d refused a connection from %s: %s: %s",
-                self._me,
-                conn.remote_address,
-                type(exc).__name__,
-                exc,
-            )
-            return
-        log.debug("party %d accepted %s %d", self._me, peer.role.value, peer.id)
+        self._handshake_incoming(self._new_connection(pipe, dialer=False, expect=expect))
 
     def _closing(self) -> None:
         for waiter in self._self.waiters:
@@ -940,16 +963,7 @@ class NetworkManager(_Member):
             return
         me = self.config.party_id
         expect = self._expectation(accept_clients=True, accept_parties_below=me if me is not None else 0)
-        conn = self._new_connection(pipe, dialer=False, expect=expect)
-        self._spawn(self._accept_one(conn))
-
-    async def _accept_one(self, conn: PeerConnection) -> None:
-        try:
-            await conn.handshake(self.config.timeout)
-        except errors.StoffelnetError as exc:
-            log.warning("refused a connection from %s: %s: %s", conn.remote_address, type(exc).__name__, exc)
-            return
-        self._accepted.put_nowait(conn)
+        self._handshake_incoming(self._new_connection(pipe, dialer=False, expect=expect), self._accepted.put_nowait)
 
     async def accept(self, *, timeout: float | None = None) -> PeerConnection:
         """The next authenticated incoming connection (party or client)."""

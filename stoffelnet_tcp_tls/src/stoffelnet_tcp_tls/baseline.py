@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 from stoffelnet_core.bench.support import HOST, Keys, Recv, Send, make_keys
 from stoffelnet_core.ids import ClientType
@@ -65,7 +66,7 @@ class BareConn(asyncio.BufferedProtocol):
 
     # asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # not isinstance: uvloop's are no subclasses
         self._transport = transport
         _configure_socket(transport)
         if not self.ready.done():

@@ -15,7 +15,9 @@ __all__ = ["TcpTlsOptions"]
 @attrs.frozen
 class TcpTlsOptions:
     handshake_timeout_ms: int = 10_000  # a TLS handshake that takes longer is dropped (slow or silent peers)
-    max_pending_handshakes: int = 256  # connections still in their TLS handshake; more are refused at once
+    # Connections still in their TLS handshake; at this many, a new one drops the oldest (a slow-loris cannot
+    # lock honest peers out: their handshakes take milliseconds, so they are never the oldest).
+    max_pending_handshakes: int = 256
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> TcpTlsOptions:

@@ -19,7 +19,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from stoffelnet_core import errors, keys
 from stoffelnet_core.aio import ProtocolPipe
@@ -72,15 +72,18 @@ def _refusal(exc: BaseException) -> str:
         return "it presented no certificate"
     if any(m in text for m in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNEXPECTED_MESSAGE", "UNSUPPORTED_PROTOCOL")):
         return "it does not speak TLS 1.3"
+    # asyncio ends a handshake that outlived ssl_handshake_timeout with ConnectionAbortedError, not TimeoutError
+    if isinstance(exc, TimeoutError) or "handshake is taking longer than" in text:
+        return "its TLS handshake did not complete in time"
     if isinstance(exc, ConnectionError | EOFError) or "EOF" in text:
         return "it closed the connection during the TLS handshake"
-    if isinstance(exc, TimeoutError):
-        return "its TLS handshake did not complete in time"
     return f"TLS handshake failed: {type(exc).__name__}: {text}"
 
 
 class TcpTlsListener(Listener):
-    def __init__(self, address: Address, server: asyncio.Server, pending: set[asyncio.Task[None]]) -> None:
+    def __init__(
+        self, address: Address, server: asyncio.Server, pending: dict[asyncio.Task[None], asyncio.Transport]
+    ) -> None:
         self.address = address
         self._server = server
         self._pending = pending
@@ -100,7 +103,7 @@ class _Accepting(asyncio.Protocol):
         self._start = start
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # not isinstance: uvloop's are no subclasses
         transport.pause_reading()
         self._start(transport)
 
@@ -148,7 +151,8 @@ class TcpTlsTransport(Transport):
 
     async def listen(self, address: Address, on_pipe: Callable[[BytePipe], None]) -> Listener:
         loop = asyncio.get_running_loop()
-        pending: set[asyncio.Task[None]] = set()
+        # Connections still in their TLS handshake, oldest first (dicts keep insertion order), with their sockets.
+        pending: dict[asyncio.Task[None], asyncio.Transport] = {}
         handshake_timeout = self.options.handshake_timeout_ms / 1000
 
         async def upgrade(raw: asyncio.Transport) -> None:
@@ -172,15 +176,23 @@ class TcpTlsTransport(Transport):
 
         def start(raw: asyncio.Transport) -> None:
             if len(pending) >= self.options.max_pending_handshakes:
+                # Full: drop the OLDEST handshake, not the newcomer. Refusing newcomers would let a few hundred
+                # silent connections (slow-loris) lock every legitimate peer out until they time out, and then
+                # again; an honest handshake takes milliseconds, so it is never the oldest unless the flood
+                # outpaces `max_pending_handshakes` new connections in that time.
+                oldest, sock = next(iter(pending.items()))
+                del pending[oldest]
                 log.warning(
-                    "refused a connection from %s: too many TLS handshakes in progress",
+                    "dropped the TLS handshake of %s, the oldest of %d in progress, to admit %s",
+                    _address(sock.get_extra_info("peername")),
+                    self.options.max_pending_handshakes,
                     _address(raw.get_extra_info("peername")),
                 )
-                raw.abort()
-                return
+                oldest.cancel()
+                sock.abort()
             task = loop.create_task(upgrade(raw))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            pending[task] = raw
+            task.add_done_callback(lambda done: pending.pop(done, None))
 
         try:
             server = await loop.create_server(lambda: _Accepting(start), address.host, address.port)

@@ -37,7 +37,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import attrs
 
@@ -269,7 +269,7 @@ class _Half(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # not isinstance: uvloop's are no subclasses
         self.transport = transport
         if self.holds:
             transport.pause_reading()
@@ -534,7 +534,7 @@ class _Refused(asyncio.Protocol):
     """An accepted connection dropped at once, as when the party is down (`refuse(True)`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # not isinstance: uvloop's are no subclasses
         _reset(transport)
 
 

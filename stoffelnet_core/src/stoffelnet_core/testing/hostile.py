@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
+import gc
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterator
+import os
+import ssl
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -31,25 +39,41 @@ from ..peer import ConnectionState
 from . import _bind_ports, _make_keys
 
 __all__ = [
+    "BLOCKS_MARGIN",
     "EVIL",
     "HOST",
     "N_PARTIES",
+    "RSS_MARGIN",
     "SPARE_CLIENT",
     "TIMEOUT",
     "LogWatch",
+    "MiB",
+    "ResourceMonitor",
+    "Resources",
+    "TcpAttackers",
     "Victim",
     "assert_accepts_fresh_client",
+    "assert_blocks_within",
     "assert_healthy",
     "assert_nothing_pending",
+    "assert_rss_within",
     "assert_unaffected",
+    "await_condition",
+    "await_fds",
     "caplog_messages",
     "control_frame",
     "data_frame",
     "dial_party",
     "handshake_frame",
+    "healthy_meanwhile",
+    "log_records_as_text",
     "make_identity",
     "mux_frame",
+    "open_fds",
+    "release_memory",
+    "rss_bytes",
     "start_victim",
+    "tls_client_hello",
 ]
 
 N_PARTIES = 3
@@ -102,8 +126,11 @@ def _client_config(base: Config, tls: TLSConfig, client: int) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def start_victim(folder: Path, transport: str) -> AsyncIterator[Victim]:
-    """Three parties and client 0 over `transport` on 127.0.0.1; client 1 is allowlisted but not connected."""
+async def start_victim(folder: Path, transport: str, **overrides: Any) -> AsyncIterator[Victim]:
+    """Three parties and client 0 over `transport` on 127.0.0.1; client 1 is allowlisted but not connected.
+
+    `overrides` set config keys for every member (e.g. ``timeout_ms``, or ``transport_options`` to shorten a
+    transport's handshake timeout), as `local_network`'s do."""
     base = Config(
         transport=transport,
         party_id=0,
@@ -112,6 +139,7 @@ async def start_victim(folder: Path, transport: str) -> AsyncIterator[Victim]:
         max_retries=2,
         resume_ms=int(RESUME * 1000),
     )
+    base = attrs.evolve(base, **overrides)
     base = await _bind_ports(base)
     base, tls_or_none = _make_keys(base, N_PARTIES, 2, folder / "keys")
     tls = [t for t in tls_or_none if t is not None]
@@ -188,6 +216,305 @@ async def assert_unaffected(v: Victim) -> None:
     await assert_accepts_fresh_client(v)
 
 
+@contextlib.asynccontextmanager
+async def healthy_meanwhile(v: Victim) -> AsyncIterator[list[float]]:
+    """`assert_healthy` rounds back to back while the block runs (an attack); yields their durations in seconds.
+
+    A round that fails or takes longer than TIMEOUT fails the test, and at least one round must complete while the
+    block runs (when the attack is quicker than a round, that round is awaited on leaving)."""
+    durations: list[float] = []
+    stop = asyncio.Event()
+    one_done = asyncio.Event()
+
+    async def rounds() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            await assert_healthy(v)
+            durations.append(time.perf_counter() - started)
+            one_done.set()
+
+    task = asyncio.create_task(rounds())
+    try:
+        yield durations
+        one = asyncio.ensure_future(one_done.wait())
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await asyncio.wait([task, one], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            one.cancel()
+    finally:
+        stop.set()
+        async with asyncio.timeout(2 * TIMEOUT):
+            await task  # re-raises a failed round
+    assert durations, "no round completed while the attack ran"
+
+
+# -- resources: file descriptors and memory of this process (the victim runs in it) -------------------------------
+MiB = 1024 * 1024
+RSS_MARGIN = 20 * MiB  # how far above its baseline the victim's resident memory may stay after an attack
+_POLL = 0.02  # seconds between two looks while awaiting a resource (polling is for resources only, never events)
+
+
+def open_fds() -> int:
+    """File descriptors this process holds now (Linux: the entries of /proc/self/fd, less the one reading it)."""
+    return len(os.listdir("/proc/self/fd")) - 1
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process now, in bytes (Linux: VmRSS in /proc/self/status)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None elsewhere (musl, macOS)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+def release_memory() -> None:
+    """Collect garbage, then give the allocator's free pages back to the OS (glibc's ``malloc_trim(0)``).
+
+    Without the second step, resident memory stays at an attack's high-water mark even when nothing is held: glibc
+    keeps freed heap pages for reuse (asyncio's TLS, for one, allocates a 256 KiB buffer per connection, which
+    lands on the heap once glibc's mmap threshold has risen). What remains afterwards is what the process holds;
+    a real leak does not go away by this."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _fd_targets() -> list[str]:
+    """What each open descriptor is (socket:[inode], a path, ...), for a failure message."""
+    out = []
+    for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+        with contextlib.suppress(OSError):
+            out.append(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+    return out
+
+
+@attrs.frozen
+class Resources:
+    """One sample: open descriptors, resident bytes, and the interpreter's live memory blocks (Python objects and
+    their buffers: `sys.getallocatedblocks`, blind to allocator fragmentation, so a leak shows there exactly)."""
+
+    fds: int
+    rss: int
+    blocks: int = 0
+
+    @classmethod
+    def now(cls, *, release: bool = True) -> Resources:
+        """Sample now; `release` first frees what nothing holds (`release_memory`), so only what is held counts."""
+        if release:
+            release_memory()
+        return cls(open_fds(), rss_bytes(), sys.getallocatedblocks())
+
+
+async def await_condition(
+    check: Callable[[], bool], what: str | Callable[[], str], *, deadline: float = TIMEOUT
+) -> float:
+    """Poll `check` (after a garbage collection) until it holds; returns the seconds that took. Fails the test with
+    `what` after `deadline` seconds. For resources that are released without an event (descriptors, memory,
+    entries of a table); wait for events with events."""
+    started = time.perf_counter()
+    while True:
+        gc.collect()
+        if check():
+            return time.perf_counter() - started
+        if time.perf_counter() - started > deadline:
+            pytest.fail(f"after {deadline:.1f}s: {what if isinstance(what, str) else what()}")
+        await asyncio.sleep(_POLL)
+
+
+async def await_fds(baseline: int, *, slack: int = 0, deadline: float = TIMEOUT) -> float:
+    """Wait until this process holds at most `baseline + slack` descriptors; returns the seconds that took. On
+    failure, the message lists every descriptor still open (sockets show as ``socket:[inode]``)."""
+    started = time.perf_counter()
+    while True:
+        gc.collect()
+        count = open_fds()
+        if count <= baseline + slack:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > deadline:
+            held = "\n  ".join(_fd_targets())
+            pytest.fail(f"{count} descriptors open {deadline:.1f}s after the attack, baseline {baseline}:\n  {held}")
+        await asyncio.sleep(_POLL)
+
+
+async def assert_rss_within(baseline: int, margin: int = RSS_MARGIN, *, deadline: float = TIMEOUT) -> int:
+    """Resident memory, after `release_memory`, comes back to at most `baseline + margin` bytes within `deadline`
+    seconds; returns it. Take the baseline with `Resources.now()`, which releases the same way."""
+
+    def released() -> bool:
+        release_memory()
+        return rss_bytes() <= baseline + margin
+
+    await await_condition(
+        released,
+        lambda: f"resident memory {rss_bytes() / MiB:.1f} MiB, baseline {baseline / MiB:.1f} + {margin / MiB:.0f} MiB",
+        deadline=deadline,
+    )
+    return rss_bytes()
+
+
+# Live memory blocks more than before that may remain after an attack: caches, and the log records pytest keeps (about
+# 15 per record). A leaked connection is hundreds of blocks (a QUIC one about 600), so ~50 leaked connections exceed it.
+BLOCKS_MARGIN = 30_000
+
+
+async def assert_blocks_within(baseline: int, margin: int = BLOCKS_MARGIN, *, deadline: float = TIMEOUT) -> int:
+    """The interpreter's live memory blocks come back to at most `baseline + margin` within `deadline` seconds (after
+    a garbage collection); returns the count. Unlike resident memory, this is blind to what the allocators keep
+    for reuse after an attack (pymalloc frees an arena only when all of it is free), so it sees a leak exactly."""
+    await await_condition(
+        lambda: sys.getallocatedblocks() <= baseline + margin,
+        lambda: f"{sys.getallocatedblocks()} live memory blocks, baseline {baseline} + {margin}",
+        deadline=deadline,
+    )
+    return sys.getallocatedblocks()
+
+
+class ResourceMonitor:
+    """Samples descriptors, resident memory and any named gauges (e.g. a listener's pending handshakes) every
+    `interval` seconds while it runs, keeping the peaks; for benchmarks and reports, not for pass/fail decisions.
+
+        async with ResourceMonitor(pending=lambda: len(listener._pending)) as monitor:
+            ...  # the attack
+        monitor.before, monitor.peak, monitor.peaks["pending"]
+    """
+
+    def __init__(self, interval: float = 0.01, **gauges: Callable[[], int]) -> None:
+        self.interval = interval
+        self.gauges = gauges
+        self.before = Resources(0, 0)
+        self.peak = Resources(0, 0)
+        self.peaks: dict[str, int] = dict.fromkeys(gauges, 0)
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        peak, blocks = self.peak, sys.getallocatedblocks()
+        self.peak = Resources(max(peak.fds, open_fds()), max(peak.rss, rss_bytes()), max(peak.blocks, blocks))
+        for name, gauge in self.gauges.items():
+            self.peaks[name] = max(self.peaks[name], gauge())
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval)
+
+    async def __aenter__(self) -> ResourceMonitor:
+        self.before = Resources.now()
+        self.peak = self.before
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self.sample()
+
+
+# -- raw TCP attackers (for any transport over TCP) ---------------------------------------------------------------
+def tls_client_hello(alpn: str = "stoffelnet/1-party") -> bytes:
+    """The first flight of a TLS 1.3 client (its ClientHello record), made with the ssl module in memory; send a
+    prefix of it for a handshake that never completes."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols([alpn])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="stoffelnet")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+class TcpAttackers:
+    """Many raw TCP connections to one address, each optionally opening with some bytes and then silent (a
+    slow-loris), whose end (the listener's FIN or reset) is awaited per connection.
+
+    Connections are opened in batches of `batch`, each batch awaited, so the listen backlog (asyncio's default is
+    100) never overflows: a SYN dropped there would be retried a second later and blur every measurement."""
+
+    def __init__(self, address: Address, *, batch: int = 50) -> None:
+        self.address = address
+        self.batch = batch
+        self.opened: list[float] = []  # per connection: when it was established (loop time)
+        self.ended: dict[int, float] = {}  # per connection index: when the listener ended it (loop time)
+        self.changed = asyncio.Event()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._watchers: list[asyncio.Task[None]] = []
+
+    async def open(self, count: int, first: bytes = b"", *, tls: ssl.SSLContext | None = None) -> None:
+        """Open `count` connections (over TLS with `tls`: each completes its TLS handshake first), write `first` on
+        each, and watch each for its end."""
+        loop = asyncio.get_running_loop()
+        host, port = self.address.host, self.address.port
+        name = "stoffelnet" if tls is not None else None
+        for start in range(0, count, self.batch):
+            n = min(self.batch, count - start)
+            async with asyncio.timeout(TIMEOUT):
+                pairs = await asyncio.gather(
+                    *(asyncio.open_connection(host, port, ssl=tls, server_hostname=name) for _ in range(n))
+                )
+            for reader, writer in pairs:
+                index = len(self._writers)
+                self.opened.append(loop.time())
+                self._writers.append(writer)
+                if first:
+                    writer.write(first)
+                self._watchers.append(asyncio.create_task(self._watch(index, reader)))
+
+    async def _watch(self, index: int, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(OSError):
+            while await reader.read(65536):
+                pass
+        self.ended[index] = asyncio.get_running_loop().time()
+        self.changed.set()
+
+    @property
+    def open_count(self) -> int:
+        """Connections the listener has not ended yet."""
+        return len(self._writers) - len(self.ended)
+
+    async def wait_ended(self, deadline: float) -> None:
+        """Wait until the listener ended every connection; fails the test after `deadline` seconds."""
+        try:
+            async with asyncio.timeout(deadline):
+                while self.open_count:
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            pytest.fail(f"{self.open_count} of {len(self._writers)} connections still open after {deadline:.1f}s")
+
+    async def close(self) -> None:
+        """Hang up every connection and wait until their sockets are released."""
+        for writer in self._writers:
+            writer.transport.abort()
+        for task in self._watchers:
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        self._writers.clear()
+        self._watchers.clear()
+
+    async def __aenter__(self) -> TcpAttackers:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
 async def dial_party(config: Config, party: int) -> None:
     """Dial `party` as the config's member (a party through `NetworkManager.connect`, a client by `open_client`),
     then close: raises whatever the dial raises (an impostor listener: `AuthenticationError`)."""
@@ -261,6 +588,39 @@ class LogWatch(logging.Handler):
             yield self
         finally:
             root.removeHandler(self)
+
+
+class _TextOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = record.getMessage(), ()
+        if record.exc_info:  # a traceback holds its frames: keep its text instead
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return True
+
+
+@contextlib.contextmanager
+def log_records_as_text() -> Iterator[None]:
+    """While the block runs, every record of the `stoffelnet` loggers is formatted at once and keeps only its text.
+
+    For memory measurements under pytest: its log capture keeps every record of a test, and a record whose
+    arguments include an exception keeps that exception's traceback, its frames, and whatever they reference (a
+    whole connection, with its buffers) alive until the test ends. An ordinary handler drops the record once
+    written, so this measures what a deployed process holds."""
+    text_only = _TextOnly()
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger("stoffelnet")] + [
+        lg
+        for name, lg in list(manager.loggerDict.items())
+        if name.startswith("stoffelnet.") and isinstance(lg, logging.Logger)
+    ]
+    for logger in loggers:
+        logger.addFilter(text_only)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(text_only)
 
 
 def caplog_messages(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
