@@ -177,9 +177,17 @@ def _demo(parser: argparse.ArgumentParser) -> Runner:
         default="quic",
         help="transport name (default quic, the seed's: one OS process per member; loopback runs all in one)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of every member (uvloop: pip install 'stoffelnet-core[uvloop]'; used only where a "
+        "transport is not slower on it)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from .demo import report, run_demo, run_processes
+        from .loops import loop_factory
         from .runner import Interrupted, run_interruptible
 
         if args.parties < 1 or args.clients < 0 or args.rounds < 0 or args.size < 0:
@@ -189,18 +197,24 @@ def _demo(parser: argparse.ArgumentParser) -> Runner:
             f"{args.size} B over {args.transport}",
             flush=True,
         )
-        runner = run_demo if args.transport == "loopback" else run_processes
+        in_process = args.transport == "loopback"
+        factory = loop_factory(args.loop, args.transport) if in_process else loop_factory(args.loop)
         try:
-            result = run_interruptible(
-                runner(
+            if in_process:
+                main = run_demo(
+                    parties=args.parties, clients=args.clients, rounds=args.rounds, size=args.size, out=sys.stdout
+                )
+            else:  # each member's config names the loop; the runner in each process applies the policy
+                main = run_processes(
                     parties=args.parties,
                     clients=args.clients,
                     rounds=args.rounds,
                     size=args.size,
                     transport=args.transport,
                     out=sys.stdout,
+                    event_loop=args.loop,
                 )
-            )
+            result = run_interruptible(main, factory if in_process else None)
         except Interrupted as exc:  # every process it started has been stopped and reaped
             print(f"stoffelnet: {exc}; every member was stopped", file=sys.stderr)
             return exc.exit_status
@@ -379,7 +393,8 @@ def _bench(parser: argparse.ArgumentParser) -> Runner:
         "--transport",
         action="append",
         metavar="NAME",
-        help="measure this transport (repeatable; default: every installed transport that is ok)",
+        help="measure this transport, or a variant such as quic[qh3] (repeatable; default: every installed transport "
+        "that is ok, and its variants)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer messages and repeats, 3-party rounds only")
     parser.add_argument("--json", metavar="FILE", help="also write the machine and the rows as JSON to FILE")

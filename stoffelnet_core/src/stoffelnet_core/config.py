@@ -25,6 +25,7 @@ from . import errors, keys
 from .ids import Address, ClientId, ClientType, Node, PartyId, parse_address
 
 __all__ = [
+    "EVENT_LOOPS",
     "FINGERPRINT_PATTERN",
     "TRANSPORT_NAME_PATTERN",
     "ClientsConfig",
@@ -46,6 +47,7 @@ _NAME_RULE = "must be lowercase letters, digits, '.', '_' or '-', starting with 
 _FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
 _MAX_FRAME_SIZE = 2**32 - 1  # the frame header is a 4-byte length
 _MIN_BUFFER = 1024  # smaller only makes every frame wait; almost surely a unit slip (KiB for bytes)
+EVENT_LOOPS = ("asyncio", "uvloop")  # `event_loop` choices: uvloop only where a transport is not slower on it
 
 
 def _show(value: Any) -> str:
@@ -216,6 +218,7 @@ class Config:
     keepalive_ms: int = 5000  # a Ping after this much quiet; a peer silent for 3x this is lost (0: off)
     resume_ms: int = 30000  # how long a lost peer may take to come back and resume (0: a loss is final at once)
     resend_buffer_bytes: int = 8388608  # per peer: sent and not yet acknowledged; `send` waits when it is full
+    event_loop: str = "asyncio"  # or "uvloop" (stoffelnet-core[uvloop]), for the processes `stoffelnet` starts
     tls: TLSConfig | None = None
     parties: tuple[Node, ...] = attrs.field(default=(), converter=_parties_tuple)
     clients: ClientsConfig = attrs.field(factory=ClientsConfig)
@@ -235,6 +238,8 @@ class Config:
         _check_int("keepalive_ms", self.keepalive_ms, minimum=0, unit=" (milliseconds)")
         _check_int("resume_ms", self.resume_ms, minimum=0, unit=" (milliseconds)")
         _check_int("resend_buffer_bytes", self.resend_buffer_bytes, minimum=_MIN_BUFFER)
+        if self.event_loop not in EVENT_LOOPS:
+            raise _fail("event_loop", f"must be one of {', '.join(map(repr, EVENT_LOOPS))}", self.event_loop)
         if self.tls is not None and not isinstance(self.tls, TLSConfig):
             raise _fail("tls", "must be a TLSConfig", self.tls)
         if not isinstance(self.clients, ClientsConfig):
@@ -368,13 +373,14 @@ _TOP_KEYS = (
     "keepalive_ms",
     "resume_ms",
     "resend_buffer_bytes",
+    "event_loop",
     "tls",
     "parties",
     "clients",
     "transport_options",
 )
 _SCALAR_KEYS = _TOP_KEYS[: _TOP_KEYS.index("tls")]  # passed to Config as they are; its checks name them
-_LIMIT_KEYS = _TOP_KEYS[3 : _TOP_KEYS.index("tls")]  # the integers every dump writes out, defaults included
+_LIMIT_KEYS = _TOP_KEYS[3 : _TOP_KEYS.index("event_loop")]  # the integers every dump writes, defaults included
 _TLS_KEYS = ("cert", "key")
 _PARTY_KEYS = ("id", "address", "listen", "fingerprint", "cert")
 _CLIENTS_KEYS = ("allow", "certs")
@@ -627,6 +633,8 @@ def dump_config(config: Config, *, relative_to: str | os.PathLike[str] | None = 
         lines.append(f"client_id = {config.client_id}")
     for key in _LIMIT_KEYS:
         lines.append(f"{key} = {getattr(config, key)}")
+    if config.event_loop != "asyncio":
+        lines.append(f"event_loop = {_toml_string(config.event_loop)}")
     if config.tls is not None:
         lines += ["", "[tls]"]
         lines.append(f"cert = {_toml_path(config.tls.cert, base)}")

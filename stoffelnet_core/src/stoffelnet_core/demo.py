@@ -199,6 +199,7 @@ async def run_processes(
     kill_after: tuple[str, int] | None = None,
     grace: float = _GRACE,
     stall: tuple[str, int] | None = None,
+    event_loop: str = "asyncio",
 ) -> DemoResult:
     """The computation and the rounds with one OS process per member; a member that fails is named.
 
@@ -225,7 +226,7 @@ async def run_processes(
             clients=clients,
             transport=transport,
             base_port=_free_port_range(parties),
-            settings={"resume_ms": _RESUME_MS},
+            settings={"resume_ms": _RESUME_MS, "event_loop": event_loop},
         )
         commands: list[tuple[str, list[str]]] = []
         size_list = ",".join(str(n) for n in (sizes or [size]))

@@ -32,7 +32,8 @@ import attrs
 
 from . import computation, errors, logs, mpc
 from .computation import Results
-from .config import Config, load_config
+from .config import EVENT_LOOPS, Config, load_config
+from .loops import LoopFactory, loop_factory
 from .network import Client, Network, open_client, open_network
 from .peer import ConnectionState
 
@@ -289,11 +290,12 @@ class Interrupted(Exception):
         return 128 + self.signum
 
 
-def run_interruptible(main: Coroutine[Any, Any, _T]) -> _T:
-    """`asyncio.run(main)`; SIGINT or SIGTERM cancels `main` (so its ``finally`` and ``async with`` blocks close what
-    it opened) and then raises `Interrupted`. A close that still waits for its peers after a few seconds (or after a
-    second signal) is cancelled too."""
-    return asyncio.run(_interruptible(main))
+def run_interruptible(main: Coroutine[Any, Any, _T], loop_factory: LoopFactory | None = None) -> _T:
+    """`asyncio.run(main)` (on the loop `loop_factory` makes, if given); SIGINT or SIGTERM cancels `main` (so its
+    ``finally`` and ``async with`` blocks close what it opened) and then raises `Interrupted`. A close that still
+    waits for its peers after a few seconds (or after a second signal) is cancelled too."""
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_interruptible(main))
 
 
 async def _interruptible(main: Coroutine[Any, Any, _T]) -> _T:
@@ -417,6 +419,12 @@ def add_member_arguments(parser: argparse.ArgumentParser, role: str, *, input_re
             default=None,
             help="seconds to wait for the clients to connect and give their inputs (default: no limit)",
         )
+    parser.add_argument(
+        "--loop",
+        choices=EVENT_LOOPS,
+        default=None,
+        help="the event loop (default: the config's event_loop); uvloop only for a transport not slower on it",
+    )
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR, to stderr")
     parser.add_argument("--log-json", action="store_true", help="log JSON lines (ts, level, logger, member, message)")
 
@@ -438,7 +446,11 @@ def run_member(role: str, args: argparse.Namespace) -> tuple[dict[str, Any], int
     state = RunState()
     with logs.member_logging(member_name(config), level=args.log_level, json_lines=args.log_json):
         try:
-            result = run_interruptible(_member_main(role, config, args, state))
+            factory = loop_factory(args.loop or config.event_loop, config.transport)
+        except errors.ConfigError as exc:
+            return {"role": role, "ok": False, "failures": [f"ConfigError: {exc}"]}, 2
+        try:
+            result = run_interruptible(_member_main(role, config, args, state), factory)
         except Interrupted as exc:
             failure = f"{exc} during {state.describe()}"
             interrupted = {"role": role, "id": _id(config), "ok": False, "failures": [failure], "interrupted": exc.name}
