@@ -1,6 +1,6 @@
 """quic benchmarks: stoffelnet over quic beside a bare aioquic baseline, measured in the same run.
 
-    python benchmarks/bench_quic.py [--quick] [--profile] [--batched-reads]
+    python benchmarks/bench_quic.py [--quick] [--profile] [--engine aioquic|qh3]
 
 Both sides run aioquic with the same keys (ECDSA P-256, `keys.generate_identity`, in a temp folder) and, in the
 ``equal`` profiles, the same `QuicConfiguration`: the bare side takes it from the transport's own
@@ -23,9 +23,9 @@ are interleaved (stoffelnet, bare, stoffelnet, bare ...) and the best repeat is 
 cancels out of the ratios; absolute figures move by up to 2x from run to run.
 
 ``--profile`` then runs the stoffelnet side of every case that missed its target under cProfile and prints the top
-functions by own time. ``--batched-reads`` is an experiment, not the shipped transport: it patches (in this process)
-the quic transport to drain its UDP socket on each wakeup and transmit once per batch, to measure that change.
-Not part of the test suite.
+functions by own time. ``--engine qh3`` runs the stoffelnet side on qh3 (``[transport_options.quic] engine``); the
+bare side stays aioquic, at the same settings. (The ``--batched-reads`` experiment is gone: the transport drains its
+socket per wakeup and transmits once per batch since it was measured.) Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -39,18 +39,14 @@ import io
 import os
 import platform
 import pstats
-import socket
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import aioquic
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer
-from aioquic.quic.connection import NetworkAddress
 
 from stoffelnet_core import Address, Config, Network, Node, PartyId, TLSConfig, open_network
 from stoffelnet_core.bench._cases import one_way_s, round_trips_us, rounds_s
@@ -107,66 +103,6 @@ async def stoffel_mesh(k: Keys, n: int, options: Mapping[str, Any]) -> AsyncIter
 def stoffel_ends(nets: Sequence[Network], me: int, peer: int) -> tuple[Send, Recv]:
     net = nets[me]
     return functools.partial(net.send, peer), functools.partial(net.receive_from, peer)
-
-
-# -- an experiment: the transport reading datagrams in batches ---------------------------------------------------------
-_batch: set[QuicConnectionProtocol] | None = None  # server-side protocols to transmit once the batch is fed
-
-
-def _drain(sock: socket.socket, first: tuple[bytes, NetworkAddress]) -> list[tuple[bytes, NetworkAddress]]:
-    """`first` and every datagram already waiting in `sock` (up to 64): asyncio reads one per loop turn."""
-    batch = [first]
-    for _ in range(63):
-        try:
-            batch.append(sock.recvfrom(65536))
-        except (BlockingIOError, InterruptedError):
-            break
-    return batch
-
-
-def _batched_datagram_received(self: QuicConnectionProtocol, data: bytes, addr: NetworkAddress) -> None:
-    quic, now = self._quic, self._loop.time()
-    if quic.configuration.is_client:  # the dialer owns its socket: drain it, then process and transmit once
-        for datagram, source in _drain(self._transport._sock, (data, addr)):  # type: ignore[union-attr]
-            quic.receive_datagram(datagram, source, now=now)
-        self._process_events()
-        self.transmit()
-    elif _batch is not None:  # the listener's socket is shared: _BatchServer drains it and transmits afterwards
-        quic.receive_datagram(data, addr, now=now)
-        self._process_events()
-        _batch.add(self)
-    else:
-        QuicConnectionProtocol.datagram_received(self, data, addr)
-
-
-class _BatchServer(QuicServer):
-    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
-        global _batch
-        assert isinstance(data, bytes)
-        _batch = set()
-        try:
-            for datagram, source in _drain(self._transport._sock, (data, addr)):  # type: ignore[union-attr]
-                super().datagram_received(datagram, source)
-        finally:
-            touched, _batch = _batch, None
-        for protocol in touched:
-            protocol.transmit()
-
-
-@contextlib.contextmanager
-def batched_reads() -> Iterator[None]:
-    """Patch (in this process only) the quic transport to drain its UDP socket per wakeup and to process events and
-    transmit once per batch instead of once per datagram: the change suggested by this benchmark, to measure it."""
-    import stoffelnet_quic.transport as quic_transport
-
-    namespace, protocol = vars(quic_transport), quic_transport._Protocol
-    original = protocol.datagram_received, namespace["QuicServer"]
-    protocol.datagram_received = _batched_datagram_received  # type: ignore[method-assign,assignment]
-    namespace["QuicServer"] = _BatchServer
-    try:
-        yield
-    finally:
-        protocol.datagram_received, namespace["QuicServer"] = original  # type: ignore[method-assign]
 
 
 # -- the cases, written once over (send, recv) ------------------------------------------------------------------------
@@ -256,11 +192,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer messages and repeats (under a minute)")
     parser.add_argument("--profile", action="store_true", help="cProfile the stoffelnet side of every missed case")
     parser.add_argument(
-        "--batched-reads",
-        action="store_true",
-        help="experiment: run the stoffelnet side with the transport patched to read datagrams in batches",
+        "--engine", choices=("aioquic", "qh3"), default="aioquic", help="the stoffelnet side's QUIC engine"
     )
     args = parser.parse_args()
+    profiles = [p._replace(options={**p.options, "engine": args.engine}) for p in PROFILES]
     sizes, repeats = (QUICK, 2) if args.quick else (FULL, 4)
 
     started = time.perf_counter()
@@ -274,13 +209,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stoffelnet-bench-") as folder:
         k = make_keys(Path(folder))
         for _ in range(repeats):
-            for profile in PROFILES:
+            for profile in profiles:
                 for case, higher in CASES:
                     for impl in ("stoffelnet", "bare"):
-                        with (
-                            batched_reads() if args.batched_reads and impl == "stoffelnet" else contextlib.nullcontext()
-                        ):
-                            values = asyncio.run(run_case(impl, case, profile, k, sizes))
+                        values = asyncio.run(run_case(impl, case, profile, k, sizes))
                         keep(impl, profile, case, values, higher)
         elapsed = time.perf_counter() - started
 
@@ -289,8 +221,8 @@ def main() -> None:
             f"aioquic {aioquic.__version__}, {ssl.OPENSSL_VERSION}, {os.cpu_count()} cpus; "
             f"1 proc (both ends on one loop); best of {repeats}, interleaved; {elapsed:.0f} s"
         )
-        if args.batched_reads:
-            print("EXPERIMENT: the stoffelnet side runs with the quic transport patched to read datagrams in batches")
+        if args.engine != "aioquic":
+            print(f"the stoffelnet side runs on {args.engine}; the bare side on aioquic, at the same settings")
         print(
             f"sizes: {sizes.rtt} round trips, {sizes.kib} x 1 KiB, {sizes.big} x 64 KiB, {sizes.rounds} rounds; "
             "x = how many times better stoffelnet is (rates: stoffelnet/bare; times: bare/stoffelnet)"
@@ -299,7 +231,7 @@ def main() -> None:
         print(head)
         print("-" * len(head))
         missed: list[tuple[str, Profile]] = []
-        for profile in PROFILES:
+        for profile in profiles:
             for row in ROWS:
                 value = best[("stoffelnet", profile.name, row.key)][row.figure]
                 base = best[("bare", profile.name, row.key)][row.figure]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,29 @@ async def test_baseline_mesh_moves_messages(name: str) -> None:
 def test_runner_reports_peak_rss() -> None:
     peak = rss_peak_kib()
     assert peak is None or peak > 0
+
+
+def test_quic_offers_its_qh3_variant_beside_the_same_baseline() -> None:
+    found = {info.name: info for info in plugins.default_plugins().transports()}
+    baseline = bench.find_baseline("quic", found["quic"].transport)
+    assert baseline is not None
+    assert baseline.variants == {"qh3": {"engine": "qh3"}}  # the workspace installs stoffelnet-quic[qh3]
+    assert bench.split_variant("quic[qh3]") == ("quic", "qh3")
+    assert bench.split_variant("tcp-tls") == ("tcp-tls", None)
+    assert bench.baseline_names(["quic[qh3]"])["quic[qh3]"] == "bare aioquic, 1 stream"
+
+
+def test_unknown_variant_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "--quick", "--transport", "quic[msquic]"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "quic has no variant 'msquic'" in err
+    assert "quic[qh3]" in err
+
+
+async def test_the_qh3_rows_measure_quic_on_qh3() -> None:
+    async with bench._stoffelnet_mesh("quic", 2, options={"engine": "qh3"}) as mesh:
+        (send, _), (_, recv) = mesh[0][1], mesh[1][0]
+        await send(b"over qh3")
+        assert await recv() == b"over qh3"
+        net: Any = getattr(send, "func").__self__  # noqa: B009 - send is functools.partial(net.send, 1)
+        assert net.connection(1)._pipe._engine.name == "qh3"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
 
 from stoffelnet_core import codec, keys
+from stoffelnet_core.bench.support import make_keys
 from stoffelnet_core.config import TLSConfig
 from stoffelnet_core.frames import Envelope, Handshake, Proof
 from stoffelnet_core.ids import Address, ClientType
@@ -43,7 +45,8 @@ from stoffelnet_core.testing.hostile import (
     control_frame,
     start_victim,
 )
-from stoffelnet_quic.transport import ALPN, STREAM, QuicListener, _BatchingServer
+from stoffelnet_core.transport import BytePipe, Credentials, TransportContext
+from stoffelnet_quic.transport import ALPN, STREAM, QuicListener, QuicPipe, QuicTransport, _Endpoint
 
 ALPN_PARTY = ALPN[ClientType.SERVER]
 ALPN_CLIENT = ALPN[ClientType.CLIENT]
@@ -52,18 +55,19 @@ ALPN_CLIENT = ALPN[ClientType.CLIENT]
 # -- the victim --------------------------------------------------------------------------------------------------
 
 
-def quic_server(net: Network) -> _BatchingServer:
-    """The aioquic server behind a party's listener (private: tests instrument and inspect it)."""
+def quic_server(net: Network) -> _Endpoint:
+    """The UDP endpoint behind a party's listener, holding the engine's QUIC server (private: tests instrument and
+    inspect it)."""
     listener = net._listener
     assert isinstance(listener, QuicListener)
-    server = listener._server
-    assert isinstance(server, _BatchingServer)
-    return server
+    endpoint = listener._endpoint
+    assert isinstance(endpoint, _Endpoint)
+    return endpoint
 
 
 def half_open(net: Network) -> int:
     """QUIC connections a party's listener holds whose QUIC handshake never completed (no pipe handed to core)."""
-    protocols = set(quic_server(net)._protocols.values())
+    protocols = set(quic_server(net).server._protocols.values())
     return sum(1 for p in protocols if getattr(p, "pipe", None) is None)
 
 
@@ -281,9 +285,53 @@ class FakeQuicListener:
             server.close()
 
 
+# -- bare transport pipes -----------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def pipe_pair(dialer: str, acceptor: str, **options: Any) -> AsyncIterator[tuple[QuicPipe, QuicPipe]]:
+    """A dialed and an accepted `QuicPipe` on 127.0.0.1, the dialer on engine `dialer` and the listener on
+    `acceptor` (both with `options`), and no core on top: nobody reads them unless the test does."""
+    with tempfile.TemporaryDirectory(prefix="stoffelnet-quic-pipes-") as folder:
+        k = make_keys(Path(folder), 2)
+
+        def transport(i: int, engine: str) -> QuicTransport:
+            context = TransportContext(
+                options={"engine": engine, **options}, credentials=Credentials(k.certs[i], k.keys[i])
+            )
+            return QuicTransport(context)
+
+        accepted: asyncio.Future[BytePipe] = asyncio.get_running_loop().create_future()
+        listener = await transport(1, acceptor).listen(Address(HOST, 0), accepted.set_result)
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                dialed = await transport(0, dialer).dial(listener.address, role=ClientType.SERVER)
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    other = await accepted
+                assert isinstance(dialed, QuicPipe)
+                assert isinstance(other, QuicPipe)
+                yield dialed, other
+            finally:
+                dialed.abort()
+        finally:
+            await listener.close()
+
+
 # -- fixtures ------------------------------------------------------------------------------------------------------
+# Every engine the transport offers, for modules that run their tests on each: ``pytestmark = ON_EVERY_ENGINE``.
+# qh3 is optional for users (``stoffelnet-quic[qh3]``) but part of the workspace install: here it is required.
+ENGINES = ["aioquic", "qh3"]
+ON_EVERY_ENGINE = pytest.mark.parametrize("engine", ENGINES, indirect=True)
+
+
 @pytest.fixture
-async def victim(tmp_path: Path) -> AsyncIterator[Victim]:
-    """Three parties and client 0 over quic on 127.0.0.1; client 1 is allowlisted but not connected."""
-    async with start_victim(tmp_path, "quic") as v:
+def engine(request: pytest.FixtureRequest) -> str:
+    """The QUIC engine of the `victim` (and of the dialers built from its config): ``aioquic`` unless the test is
+    parametrized over engines (`ON_EVERY_ENGINE`)."""
+    return str(getattr(request, "param", "aioquic"))
+
+
+@pytest.fixture
+async def victim(tmp_path: Path, engine: str) -> AsyncIterator[Victim]:
+    """Three parties and client 0 over quic on 127.0.0.1, on `engine`; client 1 is allowlisted but not connected."""
+    async with start_victim(tmp_path, "quic", transport_options={"quic": {"engine": engine}}) as v:
         yield v

@@ -5,7 +5,10 @@ Each test sends a bounded, seeded batch to party 1's port on 127.0.0.1 while bro
 run, and checks that the party does not crash (no exception reaches the event loop: the autouse `loop_errors`
 fixture), that every existing connection keeps working during and after, and that the batch was really processed.
 
-The party's aioquic server is instrumented (a tap on `QuicServer.datagram_received`) to count what it processed:
+Every test runs once per engine (`ON_EVERY_ENGINE`): the attacked party runs aioquic, then qh3.
+
+The party's UDP endpoint is instrumented (a tap on `_Endpoint.dispatch`, which hands one datagram to the engine's
+server) to count what it processed:
 asyncio reads one datagram per event-loop turn, so a sender that does not pace itself mostly fills the kernel's
 socket buffer and measures nothing. Sends are paced to at most `WINDOW` datagrams not yet processed; one phase of the
 flood blasts without pacing on purpose, and there only the mesh's health is checked.
@@ -29,7 +32,9 @@ from stoffelnet_core.ids import Address
 from stoffelnet_core.network import Network, open_client
 from stoffelnet_core.testing.hostile import HOST, SPARE_CLIENT, TIMEOUT, Victim, assert_healthy, assert_unaffected
 
-from .conftest import ALPN_PARTY, client_configuration, half_open, quic_server
+from .conftest import ALPN_PARTY, ON_EVERY_ENGINE, client_configuration, half_open, quic_server
+
+pytestmark = ON_EVERY_ENGINE
 
 TARGET = 1  # the attacked party: it dials party 2, accepts party 0 and the clients
 WINDOW = 16  # datagrams sent and not yet processed by the party (well inside a loopback socket buffer)

@@ -1,15 +1,20 @@
 """Identity attacks on a running quic network: every one is refused, logged with its reason, delivers nothing.
 
-The same attacks as tests/tcp_tls/test_identity_attacks.py, where QUIC differs: aioquic cannot ask the dialer for a
-certificate, so any QUIC client completes the QUIC handshake with a party, and the dialer's key is proven only by
-core's `Proof` (its signature over the acceptor's fresh nonce and key, and over the dialer's claim). So each attacker
-here gets as far as a real QUIC connection and a Handshake answered with a nonce, and must be stopped by the Proof
-check, the pin check or the duplicate check: with `AuthenticationError` (or `FramingError` for a protocol fault) in
-the logs, no byte of it delivered, and the rest of the mesh unaffected (a broadcast round, a client round trip and a
-fresh client after every attack).
+The same attacks as tests/tcp_tls/test_identity_attacks.py, where QUIC differs: neither engine can make the dialer
+prove a key in TLS (aioquic only through a private test flag that checks nothing; qh3's server cannot ask for a
+client certificate at all), so any QUIC client completes the QUIC handshake with a party, and the dialer's key is
+proven only by core's `Proof` (its signature over the acceptor's fresh nonce and key, and over the dialer's claim).
+So each attacker here gets as far as a real QUIC connection and a Handshake answered with a nonce, and must be
+stopped by the Proof check, the pin check or the duplicate check: with `AuthenticationError` (or `FramingError` for
+a protocol fault) in the logs, no byte of it delivered, and the rest of the mesh unaffected (a broadcast round, a
+client round trip and a fresh client after every attack).
 
-The acceptor's key is proven by aioquic's TLS (CertificateVerify) and then pinned by core: a dialer that reaches an
-impostor raises `AuthenticationError` at once, never retries, and never signs a proof for it.
+The acceptor's key is proven by the engine's TLS (CertificateVerify) and then pinned by core: a dialer that reaches
+an impostor raises `AuthenticationError` at once, never retries, and never signs a proof for it.
+
+Every test runs once per engine (`ON_EVERY_ENGINE`): the victim parties and the dialers built from their config run
+aioquic, then qh3. The attackers and the impostor listeners are raw aioquic either way (QUIC interoperates), so on
+qh3 these are also aioquic clients and servers talking to qh3 ones.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from cryptography.x509.oid import NameOID
 from stoffelnet_core import errors
 from stoffelnet_core.config import Config, TLSConfig
 from stoffelnet_core.frames import Ack, Close, Handshake, Proof
-from stoffelnet_core.ids import Address
+from stoffelnet_core.ids import Address, ClientType
 from stoffelnet_core.proof import proof_message
 from stoffelnet_core.testing.hostile import (
     SPARE_CLIENT,
@@ -46,9 +51,12 @@ from stoffelnet_core.testing.hostile import (
     handshake_frame,
     make_identity,
 )
-from stoffelnet_quic.transport import peer_certificate
+from stoffelnet_core.transport import Credentials, TransportContext
+from stoffelnet_quic.transport import QuicPipe, QuicTransport
 
-from .conftest import ALPN_CLIENT, ALPN_PARTY, FakeQuicListener, RawQuicPeer, sign
+from .conftest import ALPN_CLIENT, ALPN_PARTY, ON_EVERY_ENGINE, FakeQuicListener, RawQuicPeer, sign
+
+pytestmark = ON_EVERY_ENGINE
 
 NETWORK_LOG = "stoffelnet.network"
 PEER_LOG = "stoffelnet.peer"
@@ -58,16 +66,27 @@ def _der(tls: TLSConfig) -> bytes:
     return x509.load_pem_x509_certificate(Path(tls.cert).read_bytes()).public_bytes(serialization.Encoding.DER)
 
 
-# -- the private aioquic attribute the transport relies on ---------------------------------------------------------
-async def test_aioquic_still_exposes_the_acceptors_certificate(victim: Victim) -> None:
-    """`peer_certificate` reads aioquic's private `tls._peer_certificate`: after a real handshake it must return the
-    party's DER certificate, or every QUIC dial would be refused as unproven after an aioquic upgrade."""
-    peer = await RawQuicPeer.connect(victim.address(0), victim.client_tls(SPARE_CLIENT), ALPN_CLIENT)
+# -- the engine's hook the transport relies on -----------------------------------------------------------------------
+async def test_the_engine_still_exposes_the_acceptors_certificate(victim: Victim, engine: str) -> None:
+    """The dialer pins the certificate whose key the acceptor proved in TLS, read through the engine: aioquic's
+    private ``tls._peer_certificate``, qh3's ``QuicConnection.get_peercert()``. After a real handshake it must be the
+    party's DER certificate, or every QUIC dial would be refused as unproven after an engine upgrade."""
+    spare = victim.client_tls(SPARE_CLIENT)
+    transport = QuicTransport(
+        TransportContext(options={"engine": engine}, credentials=Credentials(str(spare.cert), str(spare.key)))
+    )
+    pipe = await transport.dial(victim.address(0), role=ClientType.CLIENT)
+    assert isinstance(pipe, QuicPipe)
     try:
-        assert hasattr(peer.protocol._quic.tls, "_peer_certificate"), "aioquic moved tls._peer_certificate"
-        assert peer_certificate(peer.protocol._quic) == _der(victim.party_tls(0))
+        quic = pipe._quic
+        if engine == "aioquic":
+            assert hasattr(quic.tls, "_peer_certificate"), "aioquic moved tls._peer_certificate"
+        else:
+            assert callable(getattr(quic, "get_peercert", None)), "qh3 no longer has QuicConnection.get_peercert()"
+        assert transport.engine.peer_certificate(quic) == _der(victim.party_tls(0))
+        assert pipe.info.peer_certificate == _der(victim.party_tls(0))
     finally:
-        await peer.close()
+        pipe.abort()
     # ... and what the transport hands core: the dialer holds the acceptor's proven certificate, the acceptor has
     # none (the dialer proves itself in core's handshake instead).
     dialer = victim.client.connection(0).info

@@ -8,7 +8,8 @@ pair, one bidirectional stream, 4-byte length-prefixed messages, writes coalesce
 ``send_stream_data`` + ``transmit``, and a sender that waits while more than `_HIGH_WATER` bytes sit unacknowledged
 (aioquic has no backpressure of its own).
 
-The harness finds this module by name (``<transport package>.baseline``) and uses `NAME` and `open_mesh`;
+The harness finds this module by name (``<transport package>.baseline``) and uses `NAME`, `open_mesh` and
+`VARIANTS` (``quic[qh3]``: the transport on qh3, beside this same bare aioquic at the same settings);
 ``benchmarks/bench_quic.py`` uses the pieces directly.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import socket
 import ssl
 import tempfile
@@ -38,6 +40,7 @@ from .transport import ALPN, QuicTransport
 
 __all__ = [
     "NAME",
+    "VARIANTS",
     "BareQuic",
     "Keys",
     "bare_configuration",
@@ -50,6 +53,9 @@ __all__ = [
 
 NAME = "bare aioquic, 1 stream"
 """What the baseline is, for the table."""
+
+VARIANTS: dict[str, dict[str, Any]] = {"qh3": {"engine": "qh3"}} if importlib.util.find_spec("qh3") else {}
+"""The transport's other engines, measured beside the same baseline (``stoffelnet bench`` rows ``quic[qh3]``)."""
 
 STREAM = 0
 
@@ -67,8 +73,8 @@ _HIGH_WATER = 1024 * 1024
 def bare_configuration(
     k: Keys, me: int, *, client: bool, options: Mapping[str, Any] | None = None, aioquic_defaults: bool = False
 ) -> QuicConfiguration:
-    """The transport's own configuration for `options` (its ``[transport_options.quic]``), or with
-    `aioquic_defaults` `QuicConfiguration()`'s own defaults with our keys."""
+    """The transport's own configuration for `options` (its ``[transport_options.quic]``; ``engine`` aside: this is
+    aioquic), or with `aioquic_defaults` `QuicConfiguration()`'s own defaults with our keys."""
     alpn = [ALPN[ClientType.SERVER]] if client else list(ALPN.values())
     if aioquic_defaults:
         config = QuicConfiguration(
@@ -76,8 +82,11 @@ def bare_configuration(
         )
         config.load_cert_chain(k.certs[me], k.keys[me])
         return config
-    context = TransportContext(options=dict(options or {}), credentials=Credentials(k.certs[me], k.keys[me]))
-    return QuicTransport(context)._configuration(client=client, alpn=alpn, host=HOST)
+    # The same QUIC settings on aioquic, whatever engine `options` name (the bare side is aioquic by definition).
+    same = {key: value for key, value in (options or {}).items() if key != "engine"}
+    context = TransportContext(options=same, credentials=Credentials(k.certs[me], k.keys[me]))
+    configuration: QuicConfiguration = QuicTransport(context)._configuration(client=client, alpn=alpn, host=HOST)
+    return configuration
 
 
 class BareQuic(QuicConnectionProtocol):

@@ -1,32 +1,33 @@
-"""QUIC on aioquic: TLS 1.3 inside QUIC, with both sides' keys proven.
+"""QUIC on aioquic (or qh3): TLS 1.3 inside QUIC, with both sides' keys proven.
 
-The acceptor proves its key in the QUIC handshake: aioquic checks the server's CertificateVerify signature on
-every connection, and core's `identity.verify_peer` pins the certificate it came with. aioquic cannot ask the
-dialer for a certificate (only through a private, test-only flag, and even then without checking it), so the
-dialer proves its key in core's handshake instead (`LinkInfo.dialer_proof`): it signs the acceptor's fresh nonce
-together with the acceptor's proven key. Either way nothing is delivered before both keys are proven.
+The acceptor proves its key in the QUIC handshake: the engine checks the server's CertificateVerify signature on
+every connection, and core's `identity.verify_peer` pins the certificate it came with. Neither engine can make the
+dialer prove a key in TLS (aioquic only through a private, test-only flag, and even then without checking it; qh3's
+server cannot ask for a client certificate at all), so the dialer proves its key in core's handshake instead
+(`LinkInfo.dialer_proof`): it signs the acceptor's fresh nonce together with the acceptor's proven key. Either way
+nothing is delivered before both keys are proven, on either engine.
+
+The engine (``[transport_options.quic] engine``, see `engines`) is driven sans-IO by this module's own datagram
+layer: `_Protocol` feeds one `QuicConnection` the datagrams of its socket (all those waiting, per wakeup), its timer
+ticks, and sends what it returns; a listener's socket goes through the engine's ``QuicServer`` only for routing by
+connection id, Retry and version negotiation.
 
 This version carries core's stream multiplexer over one bidirectional QUIC stream (stream 0, opened by the
-dialer), so every stoffelnet stream keeps its own credit-based flow control. Mapping stoffelnet streams onto
-native QUIC streams is the next step. This module only moves bytes: framing, identity and retries are core's.
+dialer), so every stoffelnet stream keeps its own credit-based flow control. The QUIC stream itself is bounded:
+the engines never refuse a write, so `QuicPipe` pauses core's writing while more than
+``[transport_options.quic] send_buffer_bytes`` sit unsent in the stream (a peer that stops reading, a congested
+path). This module only moves bytes: framing, identity and retries are core's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import socket
-import ssl
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
-
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamDataReceived
-from cryptography.hazmat.primitives import serialization
+from typing import Any, ClassVar, cast
 
 from stoffelnet_core import errors, keys
 from stoffelnet_core.ids import Address, ClientType
@@ -41,6 +42,7 @@ from stoffelnet_core.transport import (
     TransportContext,
 )
 
+from .engines import Engine, QuicServerLike, load_engine
 from .options import QuicOptions
 
 __all__ = ["ALPN", "QuicListener", "QuicPipe", "QuicTransport"]
@@ -49,19 +51,6 @@ log = logging.getLogger("stoffelnet.quic")
 
 ALPN = {ClientType.SERVER: ALPN_PARTY, ClientType.CLIENT: ALPN_CLIENT}
 STREAM = 0  # the dialer's first bidirectional stream carries core's multiplexer
-
-
-def peer_certificate(quic: QuicConnection) -> bytes | None:
-    """The DER certificate whose key the peer proved in the QUIC handshake.
-
-    aioquic keeps it in a private attribute; tests/quic pin that it is still there, so an aioquic upgrade that
-    moves it fails loudly instead of silently refusing every peer.
-    """
-    cert = getattr(quic.tls, "_peer_certificate", None)
-    if cert is None:
-        return None
-    der: bytes = cert.public_bytes(serialization.Encoding.DER)
-    return der
 
 
 def _address(value: object) -> Address | None:
@@ -74,12 +63,21 @@ def _address(value: object) -> Address | None:
 
 
 class QuicPipe(BytePipe):
-    """Core's byte pipe over QUIC stream 0 of one connection."""
+    """Core's byte pipe over QUIC stream 0 of one connection.
 
-    def __init__(self, protocol: _Protocol, info: LinkInfo, keepalive: float = 0.0) -> None:
+    Backpressure: at most `send_limit` bytes sit unsent in the QUIC stream. What core writes beyond that waits here
+    (at most one flush of core's, which stops writing as soon as it is paused) and the pipe calls the receiver's
+    `pause_writing`; once the engine has sent what it held, the rest follows, and `resume_writing` comes when the
+    stream's unsent bytes are down to half the limit.
+    """
+
+    def __init__(self, protocol: _Protocol, info: LinkInfo, keepalive: float = 0.0, send_limit: int = 1 << 20) -> None:
         self.info = info
         self._protocol = protocol
+        self._quic = protocol.quic
+        self._engine = protocol.engine
         self._keepalive = keepalive
+        self._send_limit = send_limit
         self._ping: asyncio.TimerHandle | None = None
         self._pings = 0
         if keepalive > 0:
@@ -89,9 +87,40 @@ class QuicPipe(BytePipe):
         self._eof_held = False
         self._lost: tuple[BaseException | None] | None = None
         self._closing = False
+        self._fin_wanted = False  # close() was called: the FIN follows the backlog
         self._sent_fin = False
         self._got_fin = False
+        self._ending = False  # the engine refused a write: `terminated` is on its way
+        # Written by core, not yet in the QUIC stream: (bytes, offset of the first byte not yet moved).
+        self._backlog: collections.deque[tuple[bytes, int]] = collections.deque()
+        self.paused = False  # the receiver was told to pause writing
         self.on_lost: Callable[[], None] | None = None  # the dialer releases its socket here
+
+    def _send(self, data: bytes, end_stream: bool = False) -> bool:
+        """Hand `data` to the engine's stream; False if the engine refused because it already ended the connection
+        (qh3 raises until its ConnectionTerminated event comes, after the closing period): the pipe is then lost."""
+        try:
+            self._quic.send_stream_data(STREAM, data, end_stream)
+        except Exception as exc:
+            self._engine_ended(exc)
+            return False
+        return True
+
+    def _engine_ended(self, exc: Exception) -> None:
+        if self._lost is None and not self._ending:
+            self._ending = True
+            self._closing = True
+            self._backlog.clear()
+            lost = ConnectionResetError(f"QUIC connection closed: {exc}")
+            asyncio.get_running_loop().call_soon(self.terminated, lost)  # not inside core's own write
+
+    def unsent(self) -> int:
+        """Bytes in the QUIC stream that the engine has not sent yet (what `send_limit` bounds)."""
+        return self._engine.unsent(self._quic, STREAM)
+
+    def backlog(self) -> int:
+        """Bytes written by core and held here because the QUIC stream was full."""
+        return sum(len(data) - start for data, start in self._backlog)
 
     # -- from the protocol ---------------------------------------------------------------------------------------------
     def stream_data(self, data: bytes, end_stream: bool) -> None:
@@ -108,16 +137,63 @@ class QuicPipe(BytePipe):
                 self._eof_held = True
             # The peer finished its side: finish ours (if not yet) and end the connection now. Everything before
             # each FIN has arrived in order, so nothing is lost, and QUIC's draining period is not waited for.
+            self._fin_wanted = True
             self._finish_stream()
-            self._terminate()
+            if self._sent_fin:
+                self._terminate()
 
     def _send_ping(self) -> None:
         if self._lost is not None:
             return
         self._pings += 1
-        self._protocol._quic.send_ping(self._pings)
+        try:
+            self._quic.send_ping(self._pings)
+        except Exception as exc:
+            self._engine_ended(exc)
+            return
         self._protocol.transmit()
         self._ping = asyncio.get_running_loop().call_later(self._keepalive, self._send_ping)
+
+    def refill(self) -> bool:
+        """Called after the engine sent datagrams while core is paused: move held bytes into the QUIC stream (then
+        the FIN, if close() waits for them), and let core write again once the stream is down to half the limit.
+        True if anything was added to the stream: the caller sends again."""
+        moved = self._fill() if self._backlog else False
+        if self._backlog:
+            return moved
+        if self._fin_wanted and not self._sent_fin and self._lost is None:
+            self._sent_fin = True
+            if not self._send(b"", end_stream=True):
+                return False
+            if self._got_fin:
+                asyncio.get_running_loop().call_soon(self._terminate)
+            moved = True
+        if self.paused and self._lost is None and self.unsent() <= self._send_limit // 2:
+            self.paused = False
+            if self._receiver is not None:
+                self._receiver.resume_writing()  # core flushes on its next loop turn
+        return moved
+
+    def _fill(self) -> bool:
+        """Move what the backlog holds into the QUIC stream, up to `send_limit` unsent bytes."""
+        room = self._send_limit - self.unsent()
+        backlog, send = self._backlog, self._send
+        moved = False
+        while backlog and room > 0:
+            data, start = backlog[0]
+            left = len(data) - start
+            if left <= room:
+                backlog.popleft()
+                if not send(data[start:] if start else data):
+                    return False
+                room -= left
+            else:
+                if not send(data[start : start + room]):
+                    return False
+                backlog[0] = (data, start + room)
+                room = 0
+            moved = True
+        return moved
 
     def terminated(self, exc: BaseException | None) -> None:
         if self._lost is not None:
@@ -126,6 +202,7 @@ class QuicPipe(BytePipe):
             self._ping.cancel()
         self._lost = (exc,)
         self._closing = True
+        self._backlog.clear()
         if self._receiver is not None:
             self._receiver.connection_lost(exc)
         if self.on_lost is not None:
@@ -137,6 +214,8 @@ class QuicPipe(BytePipe):
         held, self._held = self._held, []
         if held:
             receiver.data_received(b"".join(held))
+        if self.paused:
+            receiver.pause_writing()
         if self._eof_held:
             receiver.eof_received()
         if self._lost is not None:
@@ -146,12 +225,22 @@ class QuicPipe(BytePipe):
         self.writelines((data,))
 
     def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
-        if self._closing or self._sent_fin:
+        if self._closing or self._sent_fin or self._fin_wanted:
             return
         data = b"".join(chunks)
-        if data:
-            self._protocol._quic.send_stream_data(STREAM, data)
-            self._protocol.transmit()
+        if not data:
+            return
+        if not self._backlog and self.unsent() + len(data) <= self._send_limit:
+            if not self._send(data):  # the common case: the stream has room
+                return
+        else:
+            self._backlog.append((data, 0))
+            self._fill()
+        self._protocol.transmit()
+        if not self.paused and (self._backlog or self.unsent() >= self._send_limit):
+            self.paused = True
+            if self._receiver is not None:
+                self._receiver.pause_writing()
 
     def pause_reading(self) -> None:
         """Nothing to do: core's per-stream credit already bounds what the peer may send."""
@@ -163,20 +252,22 @@ class QuicPipe(BytePipe):
         if self._closing:
             return
         self._closing = True
+        self._fin_wanted = True
         self._finish_stream()
-        if self._got_fin:
+        if self._got_fin and self._sent_fin:
             self._terminate()
 
     def _finish_stream(self) -> None:
-        if not self._sent_fin and self._lost is None:
+        """Send our FIN once everything written before it is in the QUIC stream."""
+        if not self._sent_fin and not self._backlog and self._lost is None:
             self._sent_fin = True
-            self._protocol._quic.send_stream_data(STREAM, b"", end_stream=True)
-            self._protocol.transmit()
+            if self._send(b"", end_stream=True):
+                self._protocol.transmit()
 
     def _terminate(self) -> None:
         """Both sides finished the stream: close the connection (everything was sent and acknowledged in order)."""
         if self._lost is None:
-            self._protocol._quic.close(error_code=0, reason_phrase="done")
+            self._quic.close(error_code=0, reason_phrase="done")
             self._protocol.transmit()
             self.terminated(None)
 
@@ -184,7 +275,7 @@ class QuicPipe(BytePipe):
         if self._lost is not None:
             return
         self._closing = True
-        self._protocol._quic.close(error_code=1, reason_phrase="aborted")
+        self._quic.close(error_code=1, reason_phrase="aborted")
         self._protocol.transmit()
         self.terminated(ConnectionAbortedError("QUIC connection aborted locally"))
 
@@ -193,6 +284,7 @@ class QuicPipe(BytePipe):
 
 
 _BATCH = 64  # datagrams read per wakeup at most
+_SOON = 0.001  # seconds: an engine timer due sooner than this runs on the next loop turn (see `_Protocol.transmit`)
 
 
 def _drain(transport: asyncio.BaseTransport | None, first: tuple[bytes, Any]) -> list[tuple[bytes, Any]]:
@@ -210,104 +302,235 @@ def _drain(transport: asyncio.BaseTransport | None, first: tuple[bytes, Any]) ->
     return batch
 
 
-class _BatchingServer(QuicServer):
-    """aioquic's server, draining its socket per wakeup and transmitting once per connection that was touched."""
+def _ignore(_cid: bytes) -> None:
+    """Default connection-id handler (a dialer has no server routing by connection id)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.batching = False
-        self.touched: set[_Protocol] = set()
+
+class _Protocol(asyncio.DatagramProtocol):
+    """One QUIC connection driven sans-IO: datagrams and timer ticks in, events to one `QuicPipe`, datagrams out.
+
+    A dialer's protocol owns its UDP socket; an acceptor's shares its listener's (`_Endpoint`), which creates it
+    through the engine's server and transmits once per batch of datagrams for every connection the batch touched.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        quic: Any,
+        *,
+        endpoint: _Endpoint | None = None,
+        on_ready: Callable[[_Protocol], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.quic = quic
+        self.endpoint = endpoint
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at: float | None = None
+        self._clock = 0.0  # the last time given to the engine
+        self._on_ready = on_ready
+        self.pipe: QuicPipe | None = None
+        self.remote: Any = None  # the peer's socket address (the first datagram's source, or the dialled address)
+        self.completed = False
+        self.alpn: str | None = None
+        self.terminated: Any = None  # the engine's ConnectionTerminated: why the connection ended
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.on_end: Callable[[], None] | None = None
+        self.deadline: asyncio.TimerHandle | None = None  # an acceptor's handshake timeout
+        # Set by the engine's server to route datagrams by connection id.
+        self._connection_id_issued_handler: Callable[[bytes], None] = _ignore
+        self._connection_id_retired_handler: Callable[[bytes], None] = _ignore
+        self._connection_terminated_handler: Callable[[], None] = lambda: None
+
+    # -- what the engine's server calls ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)  # asyncio's is not a subclass of it in 3.11
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         assert isinstance(data, bytes)
-        self.batching = True
+        if self.remote is None:
+            self.remote = addr
+        now = self.now()
+        endpoint = self.endpoint
+        if endpoint is None:  # the dialer owns its socket: read what is there, then transmit once
+            try:
+                self.engine.receive(self.quic, _drain(self._transport, (data, addr)), now)
+            except Exception as exc:  # an engine bug on a datagram: reported, and this wakeup's events still run
+                self._loop.call_exception_handler(
+                    {"message": "QUIC engine failed on a datagram", "exception": exc, "protocol": self}
+                )
+            self._process_events()
+            self.transmit()
+        else:  # the listener's socket is shared: the endpoint transmits after its batch
+            self.quic.receive_datagram(data, addr, now=now)
+            self._process_events()
+            endpoint.touched.add(self)
+
+    def close(self) -> None:
+        self.quic.close()
+        self.transmit()
+
+    # -- driving the connection --------------------------------------------------------------------------------
+    def now(self, at_least: float | None = None) -> float:
+        """The time to tell the engine: the loop's, or `at_least` (a timer run early), and never less than last
+        time (qh3 closes a connection whose clock goes back)."""
+        now = max(self._loop.time(), self._clock, at_least or 0.0)
+        self._clock = now
+        return now
+
+    def connect(self, addr: Any) -> None:
+        self.remote = addr
+        self.quic.connect(addr, now=self.now())
+        self.transmit()
+
+    def _send_datagrams(self, now: float) -> None:
+        transport = self._transport
+        try:
+            datagrams = self.quic.datagrams_to_send(now=now)
+        except Exception as exc:  # an engine fault on one connection: its timers retry; the others go on
+            log.warning("QUIC engine could not build datagrams for %s: %r", _address(self.remote), exc)
+            return
+        if transport is None or transport.is_closing():
+            return
+        sendto = transport.sendto
+        for data, addr in datagrams:
+            sendto(data, addr)
+
+    def transmit(self, now: float | None = None) -> None:
+        """Send what the connection has to send, top its stream up from the pipe's backlog, and re-arm the timer.
+
+        `now` is the loop's time unless a timer runs early (see below): then it is the timer's time."""
+        now = self.now(now)
+        self._send_datagrams(now)
+        pipe = self.pipe
+        if pipe is not None and pipe.paused and pipe.refill():
+            self._send_datagrams(now)
+        timer_at = self.quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            if timer_at - now < _SOON and self.engine.early_timers:
+                # qh3 paces its datagrams: its timer is often due in well under a millisecond, and the event loop's
+                # timers wake at millisecond granularity (epoll), which added 1-5 ms to a quarter of all round trips.
+                # Due this soon, the timer runs on the next loop turn instead, as if its time had come (a paced
+                # datagram leaves up to 1 ms early: a burst no larger than a millisecond's worth of the pace).
+                self._timer = self._loop.call_soon(self._handle_timer)
+            else:
+                self._timer = self._loop.call_at(timer_at, self._handle_timer)
+        self._timer_at = timer_at
+
+    def _handle_timer(self) -> None:
+        now = self.now(self._timer_at)
+        self._timer = None
+        self._timer_at = None
+        self.quic.handle_timer(now=now)
+        self._process_events()
+        self.transmit(now)
+
+    def _process_events(self) -> None:
+        engine, quic = self.engine, self.quic
+        event = quic.next_event()
+        while event is not None:
+            kind = type(event)
+            if kind is engine.StreamDataReceived:
+                if event.stream_id == STREAM and self.pipe is not None:
+                    self.pipe.stream_data(event.data, event.end_stream)
+                elif event.stream_id != STREAM:
+                    # Nothing else speaks on other streams in this version: a peer that does is refused.
+                    quic.close(error_code=0x0A, reason_phrase="unexpected stream")
+            elif kind is engine.HandshakeCompleted:
+                self.completed = True
+                self.alpn = event.alpn_protocol
+                if self._on_ready is not None:
+                    self._on_ready(self)
+            elif kind is engine.ConnectionIdIssued:
+                self._connection_id_issued_handler(event.connection_id)
+            elif kind is engine.ConnectionIdRetired:
+                self._connection_id_retired_handler(event.connection_id)
+            elif kind is engine.ConnectionTerminated:
+                self._ended(event)
+            event = quic.next_event()
+
+    def _ended(self, event: Any) -> None:
+        self.terminated = event
+        self._connection_terminated_handler()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.on_end is not None:
+            self.on_end()
+        if self.pipe is not None:
+            clean = event.error_code == 0
+            self.pipe.terminated(
+                None
+                if clean
+                else ConnectionResetError(f"QUIC connection closed: {event.reason_phrase or event.error_code}")
+            )
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    """A listener's UDP socket: drains it per wakeup into the engine's server (which routes each datagram to its
+    connection, or answers with a Retry), then transmits once for every connection the batch touched."""
+
+    def __init__(self, engine: Engine, configuration: Any, create: Callable[..., _Protocol], retry: bool) -> None:
+        self.server: QuicServerLike = engine.server(configuration=configuration, create_protocol=create, retry=retry)
+        self.touched: set[_Protocol] = set()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)  # asyncio's is not a subclass of it in 3.11
+        self.server.connection_made(transport)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        assert isinstance(data, bytes)
         try:
             for datagram, source in _drain(self._transport, (data, addr)):
-                self.dispatch(datagram, source)
+                try:
+                    self.dispatch(datagram, source)
+                except Exception as exc:  # an engine bug on one datagram must not stall the rest of the batch
+                    self._loop.call_exception_handler(
+                        {"message": "QUIC engine failed on a datagram", "exception": exc, "protocol": self}
+                    )
         finally:
-            self.batching = False
             touched, self.touched = self.touched, set()
         for protocol in touched:
             protocol.transmit()
 
     def dispatch(self, data: bytes, addr: Any) -> None:
-        """One datagram to the connection it belongs to (aioquic's server logic), inside a batch."""
-        QuicServer.datagram_received(self, data, addr)
+        """One datagram to the engine's server: to the connection it belongs to, or a new one, or a Retry."""
+        self.server.datagram_received(data, addr)
 
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors (a peer's port closed): QUIC's own timers deal with a peer that is gone."""
 
-class _Protocol(QuicConnectionProtocol):
-    """aioquic's protocol, turning QUIC events into calls on one `QuicPipe`."""
-
-    server: _BatchingServer | None = None  # a listener's connections share its socket and its batches
-
-    def __init__(
-        self, quic: QuicConnection, *, on_ready: Callable[[_Protocol], None] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(quic, **kwargs)
-        self.pipe: QuicPipe | None = None
-        self._on_ready = on_ready
-        self.completed = False
-        self.terminated: ConnectionTerminated | None = None  # why the connection ended, before or after the pipe
-        self.on_end: Callable[[], None] | None = None
-
-    def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        assert isinstance(data, bytes)
-        quic, now = self._quic, self._loop.time()
-        if quic.configuration.is_client:  # the dialer owns its socket: read what is there, then transmit once
-            for datagram, source in _drain(self._transport, (data, addr)):
-                quic.receive_datagram(datagram, source, now=now)
-            self._process_events()
-            self.transmit()
-        elif self.server is not None and self.server.batching:  # the server transmits after its batch
-            quic.receive_datagram(data, addr, now=now)
-            self._process_events()
-            self.server.touched.add(self)
-        else:
-            super().datagram_received(data, addr)
-
-    def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, HandshakeCompleted):
-            self.completed = True
-            if self._on_ready is not None:
-                self._on_ready(self)
-        elif isinstance(event, StreamDataReceived):
-            if event.stream_id == STREAM and self.pipe is not None:
-                self.pipe.stream_data(event.data, event.end_stream)
-            elif event.stream_id != STREAM:
-                # Nothing else speaks on other streams in this version: a peer that does is refused.
-                self._quic.close(error_code=0x0A, reason_phrase="unexpected stream")
-                self.transmit()
-        elif isinstance(event, ConnectionTerminated):
-            self.terminated = event
-            if self.on_end is not None:
-                self.on_end()
-            if self.pipe is not None:
-                clean = event.error_code == 0
-                self.pipe.terminated(
-                    None
-                    if clean
-                    else ConnectionResetError(f"QUIC connection closed: {event.reason_phrase or event.error_code}")
-                )
+    def close(self) -> None:
+        self.server.close()
 
 
 class QuicListener(Listener):
-    def __init__(self, address: Address, transport: asyncio.DatagramTransport, server: QuicServer) -> None:
+    def __init__(self, address: Address, transport: asyncio.DatagramTransport, endpoint: _Endpoint) -> None:
         self.address = address
         self._transport = transport
-        self._server = server
+        self._endpoint = endpoint
 
     async def close(self) -> None:
-        self._server.close()
+        self._endpoint.close()
 
 
 class QuicTransport(Transport):
-    """QUIC on aioquic; see the module docstring."""
+    """QUIC on aioquic or qh3; see the module docstring."""
 
     name: ClassVar[str] = "quic"
 
     def __init__(self, context: TransportContext) -> None:
         super().__init__(context)
         self.options = QuicOptions.from_mapping(context.options)
+        self.engine = load_engine(self.options.engine)
         creds = context.credentials
         if creds is None:
             raise errors.ConfigError("the quic transport needs [tls] cert and key", key="tls")
@@ -315,86 +538,90 @@ class QuicTransport(Transport):
         self._creds = creds
         self._keepalive = min(self.options.keepalive_interval_ms, self.options.idle_timeout_ms // 2) / 1000
 
-    def _configuration(self, *, client: bool, alpn: list[str], host: str) -> QuicConfiguration:
+    def _configuration(self, *, client: bool, alpn: list[str], host: str) -> Any:
         opts = self.options
-        config = QuicConfiguration(
-            is_client=client,
-            alpn_protocols=alpn,
+        return self.engine.configuration(
+            client=client,
+            alpn=alpn,
             idle_timeout=opts.idle_timeout_ms / 1000,
             max_datagram_size=opts.datagram_size_for(host),
-            congestion_control_algorithm=opts.congestion_control,
+            congestion_control=opts.congestion_control,
             max_data=opts.max_data,
             max_stream_data=opts.max_stream_data,
-            # The acceptor's certificate is pinned by core, not verified against a CA: aioquic still checks its
-            # CertificateVerify signature (possession of the key) on every connection.
-            verify_mode=ssl.CERT_NONE,
-            server_name="stoffelnet",
+            cert=self._creds.cert,
+            key=self._creds.key,
         )
-        config.load_cert_chain(self._creds.cert, self._creds.key)
-        return config
 
-    def _info(self, protocol: _Protocol, transport: asyncio.BaseTransport | None, alpn: str | None) -> LinkInfo:
-        quic = protocol._quic
-        remote = _address(quic._network_paths[0].addr) if quic._network_paths else None
+    def _pipe(self, protocol: _Protocol, transport: asyncio.BaseTransport | None) -> QuicPipe:
+        client = protocol.quic.configuration.is_client
         local = _address(transport.get_extra_info("sockname")) if transport is not None else None
-        return LinkInfo(
+        info = LinkInfo(
             self.name,
-            remote_address=remote,
+            remote_address=_address(protocol.remote),
             local_address=local,
-            peer_certificate=peer_certificate(quic) if quic.configuration.is_client else None,
-            alpn=alpn,
+            peer_certificate=self.engine.peer_certificate(protocol.quic) if client else None,
+            alpn=protocol.alpn,
             dialer_proof=True,
         )
+        pipe = QuicPipe(protocol, info, self._keepalive, self.options.send_buffer_bytes)
+        protocol.pipe = pipe
+        return pipe
 
     async def listen(self, address: Address, on_pipe: Callable[[BytePipe], None]) -> Listener:
         loop = asyncio.get_running_loop()
+        engine = self.engine
         configuration = self._configuration(client=False, alpn=list(ALPN.values()), host=address.host)
         holder: dict[str, asyncio.DatagramTransport] = {}
-        holder_server: dict[str, _BatchingServer] = {}
+
+        def settled(protocol: _Protocol) -> None:
+            """The handshake completed or the connection ended: no longer pending, and its deadline (which would
+            hold the connection in memory until it fires) is cancelled."""
+            pending.pop(protocol, None)
+            if protocol.deadline is not None:
+                protocol.deadline.cancel()
+                protocol.deadline = None
 
         def ready(protocol: _Protocol) -> None:
-            pending.discard(protocol)
-            alpn = protocol._quic.tls.alpn_negotiated
-            pipe = QuicPipe(protocol, self._info(protocol, holder.get("t"), alpn), self._keepalive)
-            protocol.pipe = pipe
-            on_pipe(pipe)
+            settled(protocol)
+            on_pipe(self._pipe(protocol, holder.get("t")))
 
-        pending: set[_Protocol] = set()
+        pending: dict[_Protocol, None] = {}  # handshakes in progress, oldest first
         timeout = self.options.handshake_timeout_ms / 1000
 
         def refuse(protocol: _Protocol, why: str) -> None:
-            pending.discard(protocol)
+            pending.pop(protocol, None)
             if not protocol.completed and protocol.terminated is None:
                 log.warning("AuthenticationError: refused a QUIC connection: %s", why)
-                protocol._quic.close(error_code=0x2, reason_phrase=why)  # CONNECTION_REFUSED
+                protocol.quic.close(error_code=0x2, reason_phrase=why)  # CONNECTION_REFUSED
                 protocol.transmit()
 
-        def create_protocol(quic: QuicConnection, **kwargs: Any) -> _Protocol:
-            protocol = _Protocol(quic, on_ready=ready, **kwargs)
-            protocol.server = holder_server.get("s")
+        endpoint: _Endpoint | None = None
+
+        def create_protocol(quic: Any, **_kwargs: Any) -> _Protocol:
+            protocol = _Protocol(engine, quic, endpoint=endpoint, on_ready=ready)
             if len(pending) >= self.options.max_pending_handshakes:
-                loop.call_soon(refuse, protocol, "too many QUIC handshakes in progress")
-                return protocol
-            pending.add(protocol)
-            protocol.on_end = lambda: pending.discard(protocol)
-            loop.call_later(timeout, refuse, protocol, "its QUIC handshake did not complete in time")
+                # Full: drop the OLDEST handshake, not the newcomer, so that a few hundred silent handshakes
+                # (slow-loris) cannot lock legitimate dialers out; an honest handshake takes milliseconds.
+                oldest = next(iter(pending))
+                settled(oldest)
+                loop.call_soon(refuse, oldest, "dropped: the oldest QUIC handshake in progress, to admit a newer one")
+            pending[protocol] = None
+            protocol.on_end = lambda: settled(protocol)
+            protocol.deadline = loop.call_later(
+                timeout, refuse, protocol, "its QUIC handshake did not complete in time"
+            )
             return protocol
 
+        endpoint = _Endpoint(engine, configuration, create_protocol, self.options.address_validation)
         try:
-            transport, server = await loop.create_datagram_endpoint(
-                lambda: _BatchingServer(
-                    configuration=configuration,
-                    create_protocol=create_protocol,
-                    retry=self.options.address_validation,
-                ),
-                local_addr=(address.host, address.port),
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: endpoint, local_addr=(address.host, address.port)
             )
         except OSError as exc:
             raise errors.InitializationFailed(f"cannot listen on {address} (UDP): {exc.strerror or exc}") from exc
         holder["t"] = transport
-        holder_server["s"] = server
         bound = _address(transport.get_extra_info("sockname")) or address
-        return QuicListener(Address(address.host, bound.port), transport, server)
+        return QuicListener(Address(address.host, bound.port), transport, endpoint)
 
     async def dial(self, address: Address, *, role: ClientType) -> BytePipe:
         loop = asyncio.get_running_loop()
@@ -405,27 +632,21 @@ class QuicTransport(Transport):
             raise errors.InitializationFailed(f"cannot resolve {address}: {exc}") from exc
         family, _, _, _, addr = infos[0]
         local = _local_bind(family, str(addr[0]))
-        connection = QuicConnection(configuration=configuration)
         ready = loop.create_future()
 
         def on_ready(protocol: _Protocol) -> None:
             if not ready.done():
                 ready.set_result(None)
 
+        protocol = _Protocol(self.engine, self.engine.connection(configuration), on_ready=on_ready)
         try:
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _Protocol(connection, on_ready=on_ready), local_addr=local, family=family
-            )
+            transport, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=local, family=family)
         except OSError as exc:
             raise errors.InitializationFailed(f"cannot open a UDP socket for {address}: {exc}") from exc
         try:
-            protocol.connect(addr, transmit=True)
-            closed = asyncio.ensure_future(protocol.wait_closed())
-            try:
-                async with asyncio.timeout(self.context.connect_timeout):
-                    await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                closed.cancel()  # only needed while connecting; the pipe learns of the end by its own event
+            protocol.connect(addr)
+            async with asyncio.timeout(self.context.connect_timeout):
+                await asyncio.wait({ready, protocol.closed}, return_when=asyncio.FIRST_COMPLETED)
             if not ready.done():
                 end = protocol.terminated
                 code = end.error_code if end is not None else None
@@ -444,9 +665,8 @@ class QuicTransport(Transport):
         except BaseException:
             transport.close()
             raise
-        pipe = QuicPipe(protocol, self._info(protocol, transport, ALPN[role]), self._keepalive)
+        pipe = self._pipe(protocol, transport)
         pipe.on_lost = transport.close
-        protocol.pipe = pipe
         return pipe
 
 

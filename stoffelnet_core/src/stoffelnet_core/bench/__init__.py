@@ -11,6 +11,12 @@ package ``P``, the harness imports ``P.baseline`` when it exists (``stoffelnet_t
 - ``open_mesh(n)``: an async context manager yielding ``mesh[me][peer] == (send, recv)`` for `n` parties connected
   pairwise in this process, where ``await send(data)`` sends one message and ``await recv()`` returns the next one.
 
+and may have a third: ``VARIANTS``, a mapping from a variant's name to the transport options it sets (its
+``[transport_options.<name>]``). Each variant gets rows of its own, ``<name>[<variant>]``, beside the same baseline:
+``quic[qh3]`` is the quic transport with ``engine = "qh3"`` beside bare aioquic at the same settings. A variant is
+measured by default like its transport, or on its own with ``--transport quic[qh3]``; its rows cover the cases in one
+process (the multi-process rounds start parties from config files written by `deploy`, which sets no options).
+
 Write it on the same library as the transport, with the same keys and settings, as a competent hand-written program
 would (coalesced writes, reads parsed in place): a weak baseline flatters the ratio. Without such a module the rows
 show the transport's figures with no ratio. Loopback's baseline is core's `asyncio.Queue` (`queue_baseline`).
@@ -27,7 +33,7 @@ import os
 import platform
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -58,6 +64,7 @@ __all__ = [
     "plot",
     "require_matplotlib",
     "run_bench",
+    "split_variant",
     "write_json",
 ]
 
@@ -91,10 +98,12 @@ FULL = Sizes(rtt=5000, small=100_000, kib=100_000, big=3000, huge=150, rounds=20
 
 @attrs.frozen
 class Baseline:
-    """A transport's bare baseline: what it is, and how to open `n` parties of it in this process."""
+    """A transport's bare baseline: what it is, and how to open `n` parties of it in this process; and the
+    transport's variants measured beside it (variant name -> transport options)."""
 
     name: str
     open_mesh: OpenMesh
+    variants: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -154,7 +163,12 @@ def find_baseline(name: str, transport: type[Any] | None) -> Baseline | None:
             label, open_mesh = getattr(module, "NAME", None), getattr(module, "open_mesh", None)
             if not isinstance(label, str) or not callable(open_mesh):
                 raise errors.PluginError(f"{name}: {module_name} needs a NAME string and an open_mesh(n) function")
-            return Baseline(label, open_mesh)
+            variants = getattr(module, "VARIANTS", {})
+            if not isinstance(variants, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, Mapping) for k, v in variants.items()
+            ):
+                raise errors.PluginError(f"{name}: {module_name}.VARIANTS must map variant names to option tables")
+            return Baseline(label, open_mesh, dict(variants))
     if name == "loopback":
         return Baseline(queue_baseline.NAME, queue_baseline.open_mesh)
     return None
@@ -167,7 +181,16 @@ _RATIO_TARGETS: dict[str, dict[str, Target]] = {
 }
 
 
+def split_variant(name: str) -> tuple[str, str | None]:
+    """``"quic[qh3]"`` -> ``("quic", "qh3")``; a plain transport name -> ``(name, None)``."""
+    if name.endswith("]") and "[" in name:
+        base, _, variant = name[:-1].partition("[")
+        return base, variant
+    return name, None
+
+
 def _target(transport: str, case: str) -> Target | None:
+    transport = split_variant(transport)[0]  # a variant is held to its transport's targets
     if transport == "core" and case.startswith("codec"):
         return Target("<=", 5.0, absolute=True)
     if transport == "loopback":
@@ -186,8 +209,9 @@ def _target(transport: str, case: str) -> Target | None:
 
 # -- meshes ------------------------------------------------------------------------------------------------------
 @contextlib.asynccontextmanager
-async def _stoffelnet_mesh(transport: str, n: int) -> AsyncIterator[Mesh]:
-    async with local_network(n, transport=transport) as lan:
+async def _stoffelnet_mesh(transport: str, n: int, options: Mapping[str, Any] | None = None) -> AsyncIterator[Mesh]:
+    overrides: dict[str, Any] = {"transport_options": {transport: dict(options)}} if options else {}
+    async with local_network(n, transport=transport, **overrides) as lan:
         yield [
             {p: (functools.partial(net.send, p), functools.partial(net.receive_from, p)) for p in range(n) if p != me}
             for me, net in enumerate(lan)
@@ -300,11 +324,23 @@ def run_bench(
     found = {info.name: info for info in plugins.default_plugins().transports()}
     names = list(transports) if transports else [name for name, info in found.items() if info.ok]
     for name in names:
-        info = found.get(name)
+        info = found.get(split_variant(name)[0])
         if info is None or not info.ok:
             why = "not installed" if info is None else f"broken: {info.reason}"
             raise errors.ConfigError(f"transport {name!r} is {why} (see `stoffelnet transports`)", key="transport")
-    baselines = {name: find_baseline(name, found[name].transport) for name in names}
+    baselines = {base: find_baseline(base, found[base].transport) for base in {split_variant(n)[0] for n in names}}
+    if not transports:  # by default, every variant too, each after its transport
+        names = [v for name in names for v in [name, *(f"{name}[{x}]" for x in _variants(baselines[name]))]]
+    options: dict[str, Mapping[str, Any] | None] = {}
+    for name in names:
+        base, variant = split_variant(name)
+        known = _variants(baselines[base])
+        if variant is not None and variant not in known:
+            offered = ", ".join(f"{base}[{x}]" for x in known) or "none"
+            raise errors.ConfigError(
+                f"transport {name!r}: {base} has no variant {variant!r} here (variants: {offered})", key="transport"
+            )
+        options[name] = known[variant] if variant is not None else None
     best: dict[tuple[str, str, str], list[float]] = {}
     rss: dict[tuple[str, int], int] = {}
     for repeat in range(1, sizes.repeats + 1):
@@ -312,8 +348,10 @@ def run_bench(
         _keep(best, ("core", "codec", "stoffelnet"), [_cases.codec_us(_SMALL, sizes.codec)], "lower")
         _keep(best, ("core", "codec", "baseline"), [_cases.cbor_us(_SMALL, sizes.codec)], "lower")
         for name in names:
-            baseline = baselines[name]
-            impls: list[tuple[str, OpenMesh]] = [("stoffelnet", functools.partial(_stoffelnet_mesh, name))]
+            base, variant = split_variant(name)
+            baseline = baselines[base]
+            mesh = functools.partial(_stoffelnet_mesh, base, options=options[name])
+            impls: list[tuple[str, OpenMesh]] = [("stoffelnet", mesh)]
             if baseline is not None:
                 impls.append(("baseline", baseline.open_mesh))
             for case in _CASES:
@@ -333,6 +371,8 @@ def run_bench(
                 )
                 _keep(best, (name, "self", "baseline"), asyncio.run(_timed(_self_delivery(_queue_self(), n))), "higher")
                 continue  # loopback lives in one process: no multi-process rounds
+            if variant is not None:
+                continue  # the multi-process rounds run parties from `deploy`'s config files: no options there
             for parties in sizes.parties:
                 for size in (64, 4096):
                     say(f"repeat {repeat}/{sizes.repeats}: {name} {parties} processes, rounds of {size} B")
@@ -340,12 +380,15 @@ def run_bench(
                     _keep(best, (name, f"procs {parties} {size}", "stoffelnet"), [rate], "higher")
                     if peaks:
                         rss[(name, parties)] = max(rss.get((name, parties), 0), max(peaks))
-    return _rows(names, baselines, best, rss, sizes)
+    return _rows(names, best, rss, sizes)
+
+
+def _variants(baseline: Baseline | None) -> Mapping[str, Mapping[str, Any]]:
+    return baseline.variants if baseline is not None else {}
 
 
 def _rows(
     names: Sequence[str],
-    baselines: dict[str, Baseline | None],
     best: dict[tuple[str, str, str], list[float]],
     rss: dict[tuple[str, int], int],
     sizes: Sizes,
@@ -368,6 +411,8 @@ def _rows(
         if name == "loopback":
             add(name, "self", "self-delivery 64 B", "msg/s", "higher")
             continue
+        if split_variant(name)[1] is not None:
+            continue  # no multi-process rounds for a variant
         for parties in sizes.parties:
             for size in (64, 4096):
                 label = f"rounds {parties} parties {_size(size)}, {parties} procs"
@@ -396,7 +441,7 @@ def machine() -> dict[str, Any]:
                 model = line.partition(":")[2].strip()
                 break
     versions: dict[str, str] = {}
-    for dist in ("stoffelnet-core", "aioquic", "cbor2", "uvloop"):
+    for dist in ("stoffelnet-core", "aioquic", "qh3", "cbor2", "uvloop"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[dist] = importlib.metadata.version(dist)
     return {
@@ -510,7 +555,8 @@ def baseline_names(transports: Sequence[str]) -> dict[str, str]:
     found = {info.name: info for info in plugins.default_plugins().transports()}
     out = {"core": "bare cbor2 dumps+loads"}
     for name in transports:
-        info = found.get(name)
-        baseline = find_baseline(name, None if info is None else info.transport)
+        base = split_variant(name)[0]
+        info = found.get(base)
+        baseline = find_baseline(base, None if info is None else info.transport)
         out[name] = "-" if baseline is None else baseline.name
     return out
