@@ -122,7 +122,6 @@ def _held(values: list[float]) -> dict[str, float]:
 async def _attack(conn: Connection, job: Job) -> None:
     address = Address(job.host, job.port)
     n = job.attempts
-    loop = asyncio.get_running_loop()
     if job.scenario == "tcp-slow-loris":
         hello = tls_client_hello()
         async with TcpAttackers(address) as attackers:
@@ -153,19 +152,9 @@ async def _attack(conn: Connection, job: Job) -> None:
             await half_open_quic.wait_ended(job.hold + 30)
             conn.send(("done", _held(half_open_quic.held_for())))
     elif job.scenario == "quic-no-handshake":
-        frame = handshake_frame("client", SPARE_CLIENT)
-        slots = asyncio.Semaphore(CONCURRENT)
         peers: list[tuple[RawQuicPeer, float]] = []
-
-        async def connect(i: int) -> None:
-            async with slots:
-                peer = await RawQuicPeer.connect(address, None, ALPN_CLIENT)
-                peers.append((peer, loop.time()))
-                if i % 2:
-                    peer.send(frame[: len(frame) // 2])
-
         try:
-            await asyncio.gather(*(connect(i) for i in range(n)))
+            await quic_floods.open_silent_peers(address, n, peers)
             conn.send(("ready", {}))
             ends = await asyncio.gather(*(quic_floods.held_until_closed(p, job.hold + 30) for p, _ in peers))
             conn.send(("done", _held([end - opened for end, (_, opened) in zip(ends, peers, strict=True)])))

@@ -81,9 +81,10 @@ FLOOD = 300  # real QUIC clients without a valid identity, in one burst
 INITIALS = 500  # bare Initials (no token) in the same burst
 CONCURRENT = 50  # real clients in flight at once
 CAP = QuicOptions().max_pending_handshakes
-# Resident memory the first QUIC slow-loris may leave behind: measured +25 MiB on aioquic, all of it pymalloc arenas
-# kept because a few live objects pin each (arenas 20 -> 45 while the live blocks stayed the same, 20.0 MB), and flat
-# when the attack is repeated; `assert_blocks_within` checks that no object was left behind.
+# Resident memory the first QUIC attack in a process may leave behind (whichever test runs first): measured +25-30 MiB
+# on aioquic, all of it pymalloc arenas kept because a few live objects pin each (arenas 20 -> 45 while the live
+# blocks stayed the same, 20.0 MB), and flat when an attack is repeated; `assert_blocks_within` checks that no
+# object was left behind.
 HALF_OPEN_RSS_MARGIN = 40 * MiB
 
 
@@ -275,6 +276,37 @@ async def test_a_fresh_client_gets_in_while_half_open_quic_handshakes_hang(victi
 
 
 # -- QUIC connections that never send the Handshake envelope -------------------------------------------------------
+async def open_silent_peers(address: Address, n: int, peers: list[tuple[RawQuicPeer, float]]) -> None:
+    """Complete `n` QUIC connections (no key needed for that), `CONCURRENT` at a time, that then send nothing (even
+    ones) or half a Handshake frame (odd ones); each is appended to `peers` with when it opened (loop time)."""
+    loop = asyncio.get_running_loop()
+    frame = handshake_frame("client", SPARE_CLIENT)
+    slots = asyncio.Semaphore(CONCURRENT)
+
+    async def connect(i: int) -> None:
+        async with slots:
+            peer = await RawQuicPeer.connect(address, None, ALPN_CLIENT)
+            peers.append((peer, loop.time()))
+            if i % 2:
+                peer.send(frame[: len(frame) // 2])
+
+    await asyncio.gather(*(connect(i) for i in range(n)))
+
+
+async def assert_back_to_baseline(victim: Victim, party: Network, baseline: Resources, connections: int) -> None:
+    """After an attack: the listener holds no more QUIC connections than before, descriptors, memory and live
+    blocks are back, the legitimate client is the only one, and every link works."""
+    await await_condition(
+        lambda: live_connections(party) <= connections,
+        lambda: f"the listener holds {live_connections(party)} QUIC connections, {connections} before",
+    )
+    await await_fds(baseline.fds)
+    await assert_rss_within(baseline.rss, HALF_OPEN_RSS_MARGIN)
+    await assert_blocks_within(baseline.blocks)
+    assert party.clients() == [0]
+    await assert_unaffected(victim)
+
+
 async def held_until_closed(peer: RawQuicPeer, deadline: float) -> float:
     """Wait until the party ends `peer`'s connection (CONNECTION_CLOSE, or its FIN); returns when (loop time)."""
     protocol = peer.protocol
@@ -294,19 +326,9 @@ async def test_quic_connections_without_a_handshake_envelope_are_dropped_after_t
     party, address = victim.parties[TARGET], victim.address(TARGET)
     loop = asyncio.get_running_loop()
     baseline, connections = Resources.now(), live_connections(party)
-    frame = handshake_frame("client", SPARE_CLIENT)
-    slots = asyncio.Semaphore(CONCURRENT)
     peers: list[tuple[RawQuicPeer, float]] = []
-
-    async def connect(i: int) -> None:
-        async with slots:
-            peer = await RawQuicPeer.connect(address, None, ALPN_CLIENT)
-            peers.append((peer, loop.time()))
-            if i % 2:
-                peer.send(frame[: len(frame) // 2])
-
     try:
-        await asyncio.gather(*(connect(i) for i in range(SLOW)))
+        await open_silent_peers(address, SLOW, peers)
         started = loop.time()
         await assert_unaffected(victim)
         assert loop.time() - started < TIMEOUT_MS / 1000
@@ -315,23 +337,18 @@ async def test_quic_connections_without_a_handshake_envelope_are_dropped_after_t
 
         ends = await asyncio.gather(*(held_until_closed(peer, TIMEOUT_MS / 1000 + TIMEOUT) for peer, _ in peers))
         held = [end - opened for end, (_, opened) in zip(ends, peers, strict=True)]
-        dropped_early = [t for t in held if t < TIMEOUT_MS / 1000 * 0.95]
-        # the oldest, each to admit a newer one (and perhaps one more for the fresh client)
-        assert SLOW - MAX_HANDSHAKING <= len(dropped_early) <= SLOW - MAX_HANDSHAKING + 2, len(dropped_early)
+        # The oldest were dropped, each to admit a newer one (and perhaps one more for the fresh client); only
+        # those went before their timeout. (Counted in the log: how long they were held depends on how long
+        # opening 300 took.)
+        dropped = len(logwatch.matching("connections already awaiting their Handshake"))
+        assert SLOW - MAX_HANDSHAKING <= dropped <= SLOW - MAX_HANDSHAKING + 2, dropped
+        assert len([t for t in held if t < TIMEOUT_MS / 1000 * 0.95]) <= dropped
         assert max(held) < TIMEOUT_MS / 1000 + TIMEOUT
     finally:
         await asyncio.gather(*(peer.close() for peer, _ in peers))
         peers.clear()  # the attackers' own QUIC state lives in this process too
     await logwatch.wait_for("refused a connection from", "Timeout: handshake with", "timed out")
-    await await_condition(
-        lambda: live_connections(party) <= connections,
-        lambda: f"the listener holds {live_connections(party)} QUIC connections, {connections} before",
-    )
-    await await_fds(baseline.fds)
-    await assert_rss_within(baseline.rss)
-    await assert_blocks_within(baseline.blocks)
-    assert party.clients() == [0]
-    await assert_unaffected(victim)
+    await assert_back_to_baseline(victim, party, baseline, connections)
 
 
 # -- floods -------------------------------------------------------------------------------------------------------
@@ -383,12 +400,4 @@ async def test_connection_flood_leaves_nothing_behind(victim: Victim, logwatch: 
     await logwatch.wait_for("refused a connection from", "FramingError")
     await logwatch.wait_for("refused a connection from", "AuthenticationError")
     await await_condition(lambda: half_open(party) == 0, lambda: f"{half_open(party)} half-open QUIC connections")
-    await await_condition(
-        lambda: live_connections(party) <= connections,
-        lambda: f"the listener holds {live_connections(party)} QUIC connections, {connections} before",
-    )
-    await await_fds(baseline.fds)
-    await assert_rss_within(baseline.rss)
-    await assert_blocks_within(baseline.blocks)
-    assert party.clients() == [0]
-    await assert_unaffected(victim)
+    await assert_back_to_baseline(victim, party, baseline, connections)

@@ -173,9 +173,12 @@ async def test_tls_without_a_handshake_envelope_is_dropped_after_timeout_ms(vict
 
         await attackers.wait_ended(TIMEOUT_MS / 1000 + TIMEOUT)
         held = held_for(attackers)
-        dropped_early = [t for t in held if t < TIMEOUT_MS / 1000 * 0.95]
-        # the oldest, each to admit a newer one (and perhaps one more for the fresh client)
-        assert SLOW - MAX_HANDSHAKING <= len(dropped_early) <= SLOW - MAX_HANDSHAKING + 2, len(dropped_early)
+        # The oldest were dropped, each to admit a newer one (and perhaps one more for the fresh client); only
+        # those went before their timeout. (Counted in the log: how long they were held depends on how long
+        # opening 300 took.)
+        dropped = len(logwatch.matching("connections already awaiting their Handshake"))
+        assert SLOW - MAX_HANDSHAKING <= dropped <= SLOW - MAX_HANDSHAKING + 2, dropped
+        assert len([t for t in held if t < TIMEOUT_MS / 1000 * 0.95]) <= dropped
         assert max(held) < TIMEOUT_MS / 1000 + TIMEOUT
     await logwatch.wait_for("connections already awaiting their Handshake")
     await logwatch.wait_for("refused a connection from", "Timeout: handshake with", "timed out")

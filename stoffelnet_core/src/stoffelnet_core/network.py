@@ -451,7 +451,7 @@ class _Member:
         if len(self._handshaking) >= MAX_HANDSHAKING:
             oldest = next(iter(self._handshaking))
             del self._handshaking[oldest]  # now: more may arrive before its task sees the abort
-            log.warning("dropped %s: %d connections already awaiting their Handshake", oldest, MAX_HANDSHAKING)
+            log.warning("dropped %s: %d connections already awaiting their Handshake", str(oldest), MAX_HANDSHAKING)
             oldest.abort(errors.AuthenticationError("dropped: too many connections awaiting their Handshake"))
         self._handshaking[conn] = None
         self._spawn(self._accept(conn, then))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import importlib
 import ipaddress
 import logging
 import os
@@ -65,7 +66,21 @@ class Engine(abc.ABC):
     ConnectionIdIssued: type[Any]
     ConnectionIdRetired: type[Any]
 
-    @abc.abstractmethod
+    package: ClassVar[str]  # the engine's top-level module: both have aioquic's layout
+    congestion_control: ClassVar[bool] = True  # whether its configuration takes a congestion control algorithm
+
+    def __init__(self) -> None:
+        server = importlib.import_module(f"{self.package}.asyncio.server")
+        events = importlib.import_module(f"{self.package}.quic.events")
+        self._configuration_class = importlib.import_module(f"{self.package}.quic.configuration").QuicConfiguration
+        self._connection_class = importlib.import_module(f"{self.package}.quic.connection").QuicConnection
+        self._server_class = server.QuicServer
+        self.HandshakeCompleted = events.HandshakeCompleted
+        self.StreamDataReceived = events.StreamDataReceived
+        self.ConnectionTerminated = events.ConnectionTerminated
+        self.ConnectionIdIssued = events.ConnectionIdIssued
+        self.ConnectionIdRetired = events.ConnectionIdRetired
+
     def configuration(
         self,
         *,
@@ -81,10 +96,26 @@ class Engine(abc.ABC):
     ) -> Any:
         """A ``QuicConfiguration``: TLS 1.3 with our certificate, and no CA check of the peer's (core pins it; the
         engine still checks the acceptor's CertificateVerify signature, i.e. possession of its key)."""
+        extra: dict[str, Any] = {}
+        if self.congestion_control:
+            extra["congestion_control_algorithm"] = congestion_control or "reno"
+        config = self._configuration_class(
+            is_client=client,
+            alpn_protocols=alpn,
+            idle_timeout=idle_timeout,
+            max_datagram_size=max_datagram_size,
+            max_data=max_data,
+            max_stream_data=max_stream_data,
+            verify_mode=ssl.CERT_NONE,
+            server_name="stoffelnet",
+            **extra,
+        )
+        config.load_cert_chain(cert, key)
+        return config
 
-    @abc.abstractmethod
     def connection(self, configuration: Any) -> Any:
         """A dialer's ``QuicConnection``."""
+        return self._connection_class(configuration=configuration)
 
     @abc.abstractmethod
     def server(self, *, configuration: Any, create_protocol: Callable[..., Any], retry: bool) -> QuicServerLike:
@@ -109,51 +140,7 @@ class Engine(abc.ABC):
 
 class _Aioquic(Engine):
     name = "aioquic"
-
-    def __init__(self) -> None:
-        from aioquic.asyncio.server import QuicServer
-        from aioquic.quic import events
-        from aioquic.quic.configuration import QuicConfiguration
-        from aioquic.quic.connection import QuicConnection
-
-        self._configuration_class = QuicConfiguration
-        self._connection_class = QuicConnection
-        self._server_class = QuicServer
-        self.HandshakeCompleted = events.HandshakeCompleted
-        self.StreamDataReceived = events.StreamDataReceived
-        self.ConnectionTerminated = events.ConnectionTerminated
-        self.ConnectionIdIssued = events.ConnectionIdIssued
-        self.ConnectionIdRetired = events.ConnectionIdRetired
-
-    def configuration(
-        self,
-        *,
-        client: bool,
-        alpn: list[str],
-        idle_timeout: float,
-        max_datagram_size: int,
-        congestion_control: str | None,
-        max_data: int,
-        max_stream_data: int,
-        cert: str,
-        key: str,
-    ) -> Any:
-        config = self._configuration_class(
-            is_client=client,
-            alpn_protocols=alpn,
-            idle_timeout=idle_timeout,
-            max_datagram_size=max_datagram_size,
-            congestion_control_algorithm=congestion_control or "reno",
-            max_data=max_data,
-            max_stream_data=max_stream_data,
-            verify_mode=ssl.CERT_NONE,
-            server_name="stoffelnet",
-        )
-        config.load_cert_chain(cert, key)
-        return config
-
-    def connection(self, configuration: Any) -> Any:
-        return self._connection_class(configuration=configuration)
+    package = "aioquic"
 
     def server(self, *, configuration: Any, create_protocol: Callable[..., Any], retry: bool) -> QuicServerLike:
         server: QuicServerLike = self._server_class(
@@ -181,52 +168,9 @@ class _Aioquic(Engine):
 
 class _Qh3(Engine):
     name = "qh3"
+    package = "qh3"
     early_timers = True
-
-    def __init__(self) -> None:
-        from qh3.asyncio.server import QuicServer
-        from qh3.quic import events
-        from qh3.quic.configuration import QuicConfiguration
-        from qh3.quic.connection import QuicConnection
-
-        self._configuration_class = QuicConfiguration
-        self._connection_class = QuicConnection
-        self._server_class = QuicServer
-        self.HandshakeCompleted = events.HandshakeCompleted
-        self.StreamDataReceived = events.StreamDataReceived
-        self.ConnectionTerminated = events.ConnectionTerminated
-        self.ConnectionIdIssued = events.ConnectionIdIssued
-        self.ConnectionIdRetired = events.ConnectionIdRetired
-
-    def configuration(
-        self,
-        *,
-        client: bool,
-        alpn: list[str],
-        idle_timeout: float,
-        max_datagram_size: int,
-        congestion_control: str | None,
-        max_data: int,
-        max_stream_data: int,
-        cert: str,
-        key: str,
-    ) -> Any:
-        # qh3's native core has its own congestion controller: `options` refuses congestion_control with qh3.
-        config = self._configuration_class(
-            is_client=client,
-            alpn_protocols=alpn,
-            idle_timeout=idle_timeout,
-            max_datagram_size=max_datagram_size,
-            max_data=max_data,
-            max_stream_data=max_stream_data,
-            verify_mode=ssl.CERT_NONE,
-            server_name="stoffelnet",
-        )
-        config.load_cert_chain(cert, key)
-        return config
-
-    def connection(self, configuration: Any) -> Any:
-        return self._connection_class(configuration=configuration)
+    congestion_control = False  # its native core has its own controller: `options` refuses congestion_control
 
     def server(self, *, configuration: Any, create_protocol: Callable[..., Any], retry: bool) -> QuicServerLike:
         # qh3's own Retry tokens are RSA-2048: a new key per server (~0.1-0.3 s at every listen) and an RSA
@@ -236,7 +180,7 @@ class _Qh3(Engine):
         if retry:
             if "_retry" not in vars(server):  # private: pinned by tests/quic; never run without the Retry asked for
                 raise errors.PluginError("qh3's QuicServer no longer has _retry: cannot install Retry tokens")
-            server._retry = _RetryTokens()  # type: ignore[assignment]  # same two methods, not its class
+            server._retry = _RetryTokens()  # same two methods, not its class
         typed: QuicServerLike = server
         return typed
 

@@ -134,21 +134,41 @@ def _make_keys(config: Config, n: int, clients: int, folder: Path) -> tuple[Conf
 
 
 async def _bind_ports(config: Config) -> Config:
-    """Give every party a free port on 127.0.0.1 (the OS picks; the socket is released just before use)."""
+    """Give every party a free port on 127.0.0.1, free for both TCP and UDP (the socket is released just before
+    use)."""
+    nodes = [attrs.evolve(node, address=Address("127.0.0.1", _free_port())) for node in config.parties]
+    return attrs.evolve(config, parties=tuple(nodes))
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free_port() -> int:
+    """A port free for TCP and UDP, below the OS's ephemeral range when there is room: the client sockets a test
+    opens by the hundred (attackers, dialers) take ephemeral ports, and one must never take a party's between now
+    and its bind."""
+    import random
     import socket
 
-    nodes = []
-    for node in config.parties:
+    floor = _ephemeral_floor()
+    for _ in range(100):
+        port = random.randint(10_000, floor - 1) if floor > 12_000 else 0
         with (
             socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
         ):
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with contextlib.suppress(OSError):
+            try:
+                tcp.bind(("127.0.0.1", port))
+                port = tcp.getsockname()[1]
                 udp.bind(("127.0.0.1", port))
-        nodes.append(attrs.evolve(node, address=Address("127.0.0.1", port)))
-    return attrs.evolve(config, parties=tuple(nodes))
+            except OSError:
+                continue
+            return int(port)
+    raise errors.InitializationFailed("no port free for both TCP and UDP on 127.0.0.1")
 
 
 def sever(net: Network | Client, party: int) -> None:
