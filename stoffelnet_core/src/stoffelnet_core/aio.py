@@ -4,6 +4,11 @@ TCP, TLS, Unix sockets: asyncio already gives them a transport/protocol pair. A 
 ``lambda: ProtocolPipe(info_factory, on_connected)`` to ``loop.create_connection`` / ``create_server`` (or the unix
 variants) and gets core's `BytePipe` for free; bytes that arrive before core attaches its receiver are held, with
 reading paused while they exceed a bound.
+
+It is an `asyncio.BufferedProtocol`: asyncio reads (and asyncio's TLS decrypts) straight into one buffer owned by
+the pipe, which the receiver gets as a memoryview valid for the duration of the call (core's receiver copies what it
+keeps: each message's payload, once). Without it, asyncio's TLS allocates a 256 KiB bytes object per record read
+and joins the records of a read, and every layer above copied again.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from .transport import BytePipe, LinkInfo, PipeReceiver
 
 __all__ = ["ProtocolPipe"]
 
-_JOIN_BELOW = 16 * 1024  # chunks below this are joined into one write; larger ones go as they are (no copy)
+_JOIN_ALL = 256 * 1024  # a turn's chunks up to this many bytes in all are joined into one write
+_JOIN_BELOW = 16 * 1024  # above it, chunks below this are joined; larger ones go as they are (no copy)
 _HOLD_LIMIT = 256 * 1024  # bytes held before a receiver is attached; reading pauses above this
+_READ_BUFFER = 256 * 1024  # what one read may fill (asyncio's TLS reads up to this much per turn)
 
 
-class ProtocolPipe(asyncio.Protocol, BytePipe):
+class ProtocolPipe(asyncio.BufferedProtocol, BytePipe):
     """One asyncio connection as a `BytePipe`.
 
     `make_info(transport)` builds the `LinkInfo` once the connection is made (peer certificate, addresses, ALPN);
@@ -41,6 +48,7 @@ class ProtocolPipe(asyncio.Protocol, BytePipe):
         self._eof = False
         self._lost: tuple[BaseException | None] | None = None
         self._write_paused = False
+        self._buffer: memoryview | None = None  # made on the first read: a pending TLS handshake costs none
         self.info = LinkInfo("unknown")
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------------------
@@ -51,10 +59,29 @@ class ProtocolPipe(asyncio.Protocol, BytePipe):
         if self._on_connected is not None:
             self._on_connected(self)
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buffer = self._buffer
+        if buffer is None:
+            buffer = self._buffer = memoryview(bytearray(_READ_BUFFER))
+        return buffer  # the receiver never keeps a view of it: each read may reuse all of it
+
+    def buffer_updated(self, nbytes: int) -> None:
+        buffer = self._buffer
+        assert buffer is not None  # asyncio calls get_buffer first
+        receiver = self._receiver
+        if receiver is not None:
+            receiver.data_received(buffer[:nbytes])
+            return
+        self._hold(buffer[:nbytes].tobytes())
+
     def data_received(self, data: bytes) -> None:
+        """For callers that hand bytes over (a protocol switched in by `start_tls` before it knew ours)."""
         if self._receiver is not None:
             self._receiver.data_received(data)
             return
+        self._hold(bytes(data))
+
+    def _hold(self, data: bytes) -> None:
         self._held.append(data)
         self._held_size += len(data)
         if self._held_size > _HOLD_LIMIT and self._transport is not None:
@@ -104,8 +131,19 @@ class ProtocolPipe(asyncio.Protocol, BytePipe):
             self._transport.write(data)
 
     def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
-        """Small chunks are joined first: asyncio's TLS makes one TLS record (and one SSL_write) per chunk."""
-        if self._transport is None:
+        """One write per call where possible: asyncio's TLS makes one `SSL_write` (and at least one TLS record) per
+        chunk it is given, so a turn's chunks are joined into one buffer -- all of them up to `_JOIN_ALL` bytes
+        (one copy, and full 16 KiB records), above that only the runs of small ones (large chunks go as they are)."""
+        transport = self._transport
+        if transport is None:
+            return
+        if type(chunks) is not list:
+            chunks = list(chunks)
+        if len(chunks) == 1:
+            transport.write(chunks[0])
+            return
+        if sum(map(len, chunks)) <= _JOIN_ALL:
+            transport.write(b"".join(chunks))
             return
         out: list[bytes | bytearray | memoryview] = []
         small: list[bytes | bytearray | memoryview] = []
@@ -119,10 +157,7 @@ class ProtocolPipe(asyncio.Protocol, BytePipe):
             out.append(chunk)
         if small:
             out.append(small[0] if len(small) == 1 else b"".join(small))
-        if len(out) == 1:
-            self._transport.write(out[0])
-        else:
-            self._transport.writelines(out)
+        transport.writelines(out)
 
     def pause_reading(self) -> None:
         if self._transport is not None:

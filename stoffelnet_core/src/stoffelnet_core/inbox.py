@@ -9,6 +9,7 @@ control credit they hold until taken.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 from .frames import Tag
@@ -17,21 +18,22 @@ __all__ = ["Inbox"]
 
 T = TypeVar("T")
 
-_COMPACT_AFTER = 64  # stale arrival tokens tolerated before compacting (amortised O(1) per message)
+_COMPACT_AFTER = 64  # arrival runs tolerated before the first compaction (amortised O(1) per push)
 
 
 class _Stream(Generic[T]):
-    """Arrival order on one stream: one token (the sender's queue) per untagged item.
+    """Arrival order on one stream, as runs: ``[queue, count]`` says that `count` untagged items arrived in a row
+    in that sender's queue (a read delivers a sender's messages together: one run, not one token per message).
 
-    A token whose item was taken by `pop_from` is stale; each queue counts its own stale tokens, which are always
-    its oldest ones, so they are skipped lazily and compacted once they are many.
+    An item taken by `pop_from` leaves its token behind, stale; each queue counts its own stale tokens, which are
+    always its oldest ones, so `pop_any` skips them lazily, and a compaction drops them once runs pile up.
     """
 
-    __slots__ = ("arrivals", "stale")
+    __slots__ = ("arrivals", "limit")
 
     def __init__(self) -> None:
-        self.arrivals: deque[_Queue[T]] = deque()
-        self.stale = 0
+        self.arrivals: deque[list[_Queue[T] | int]] = deque()
+        self.limit = _COMPACT_AFTER  # compact when there are more runs than this
 
 
 class _Queue(Generic[T]):
@@ -41,7 +43,7 @@ class _Queue(Generic[T]):
         self.items: deque[T] = deque()
         self.sender = sender
         self.stream = stream
-        self.stale = 0
+        self.stale = 0  # tokens of this queue in `stream.arrivals` whose items `pop_from` took
 
 
 class Inbox(Generic[T]):
@@ -65,13 +67,37 @@ class Inbox(Generic[T]):
             if q is None:
                 q = self._queue(sender, stream)
             q.items.append(item)
-            q.stream.arrivals.append(q)
+            arrivals = q.stream.arrivals
+            if arrivals and arrivals[-1][0] is q:
+                arrivals[-1][1] += 1  # type: ignore[operator]
+            else:
+                arrivals.append([q, 1])
+                if len(arrivals) > q.stream.limit:
+                    self._compact(q.stream)
             return
         tkey = (sender, stream, tag)
         tqueue = self._tagged.get(tkey)
         if tqueue is None:
             tqueue = self._tagged[tkey] = deque()
         tqueue.append(item)
+
+    def push_untagged(self, sender: int, stream: int, items: Iterable[T]) -> None:
+        """`push` of several untagged items in a row (one run of arrival order)."""
+        q = self._queues.get((sender, stream))
+        if q is None:
+            q = self._queue(sender, stream)
+        before = len(q.items)
+        q.items.extend(items)
+        count = len(q.items) - before
+        if not count:
+            return
+        arrivals = q.stream.arrivals
+        if arrivals and arrivals[-1][0] is q:
+            arrivals[-1][1] += count  # type: ignore[operator]
+        else:
+            arrivals.append([q, count])
+            if len(arrivals) > q.stream.limit:
+                self._compact(q.stream)
 
     def pop_any(self, stream: int) -> tuple[int, T] | None:
         """The oldest untagged item on `stream` from any sender."""
@@ -80,12 +106,25 @@ class Inbox(Generic[T]):
             return None
         arrivals = st.arrivals
         while arrivals:
-            q = arrivals.popleft()
-            if q.stale:
-                q.stale -= 1
-                st.stale -= 1
-                continue
-            return q.sender, q.items.popleft()
+            run = arrivals[0]
+            q: _Queue[T] = run[0]  # type: ignore[assignment]
+            left: int = run[1]  # type: ignore[assignment]
+            if q.stale:  # the run's first tokens are stale: their items were taken by pop_from
+                skip = min(q.stale, left)
+                q.stale -= skip
+                left -= skip
+            else:
+                left -= 1
+                item = q.items.popleft()
+                if left:
+                    run[1] = left
+                else:
+                    arrivals.popleft()
+                return q.sender, item
+            if left:
+                run[1] = left
+            else:
+                arrivals.popleft()
         return None
 
     def pop_from(self, sender: int, stream: int, tag: Tag | None = None) -> T | None:
@@ -95,10 +134,6 @@ class Inbox(Generic[T]):
             if q is None or not q.items:
                 return None
             q.stale += 1
-            st = q.stream
-            st.stale += 1
-            if st.stale > _COMPACT_AFTER and st.stale * 2 > len(st.arrivals):
-                self._compact(st)
             return q.items.popleft()
         tkey = (sender, stream, tag)
         tqueue = self._tagged.get(tkey)
@@ -111,14 +146,23 @@ class Inbox(Generic[T]):
 
     @staticmethod
     def _compact(st: _Stream[T]) -> None:
-        kept: deque[_Queue[T]] = deque()
-        for q in st.arrivals:
+        """Drop the stale tokens (each queue's oldest) and merge the runs they separated."""
+        kept: deque[list[_Queue[T] | int]] = deque()
+        for run in st.arrivals:
+            q: _Queue[T] = run[0]  # type: ignore[assignment]
+            left: int = run[1]  # type: ignore[assignment]
             if q.stale:
-                q.stale -= 1
+                skip = min(q.stale, left)
+                q.stale -= skip
+                left -= skip
+            if not left:
+                continue
+            if kept and kept[-1][0] is q:
+                kept[-1][1] += left  # type: ignore[operator]
             else:
-                kept.append(q)
+                kept.append([q, left])
         st.arrivals = kept
-        st.stale = 0
+        st.limit = max(_COMPACT_AFTER, 2 * len(kept))
 
     def count(self, sender: int, stream: int) -> int:
         """Untagged items waiting from `sender` on `stream`."""
@@ -132,8 +176,7 @@ class Inbox(Generic[T]):
             q = self._queues.pop(key)
             items.extend(q.items)
             st = q.stream
-            st.arrivals = deque(x for x in st.arrivals if x is not q)
-            st.stale -= q.stale
+            st.arrivals = deque(run for run in st.arrivals if run[0] is not q)
         for tkey in [k for k in self._tagged if k[0] == sender]:
             items.extend(self._tagged.pop(tkey))
         return items

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import attrs
 
@@ -31,20 +32,26 @@ __all__ = [
 ]
 
 HEADER = struct.Struct(">BII")
+_HEADER_SIZE = HEADER.size
+_pack_header = HEADER.pack
+_unpack_header = HEADER.unpack_from
 DATA = 0
 WINDOW_UPDATE = 1
 MAX_STREAMS = 4096  # streams a peer may open on one connection; each costs a window of memory at most
 _MAX_STREAM_ID = 0xFFFFFFFF
+_COALESCE_BELOW = 16 * 1024  # queued chunks below this are copied into one buffer per stream (see `_Outbound`)
 
 
 class StreamDataReceived(NamedTuple):
     """Bytes arrived on `stream`; the receiver calls `Multiplexer.acknowledge` once it consumed them.
 
-    A NamedTuple (one per read on the hot path), like `frames.Data`.
+    A NamedTuple (one per read on the hot path), like `frames.Data`. `data` is a memoryview of the bytes given to
+    `Multiplexer.receive_data`, not a copy: valid while they are (a pipe's read buffer is reused by the next read),
+    so a receiver copies what it keeps.
     """
 
     stream: int
-    data: bytes
+    data: bytes | memoryview  # a memoryview, from `receive_data`
 
 
 @attrs.frozen
@@ -55,15 +62,34 @@ class CreditAvailable:
 
 
 Event = StreamDataReceived | CreditAvailable
+T = TypeVar("T")
+_new_event = tuple.__new__  # builds a StreamDataReceived without the NamedTuple's Python-level __new__
 
 
 class _Outbound:
-    __slots__ = ("chunks", "queued", "window")
+    """One stream's queued bytes, in order. Small chunks are copied into one growing buffer (`open`, the last chunk)
+    instead of queued one by one, so that `data_to_send` hands out one buffer per stream and turn rather than
+    walking thousands of small chunks; large ones (a big message's payload) are queued as they are, never copied."""
+
+    __slots__ = ("chunks", "open", "queued", "window")
 
     def __init__(self) -> None:
-        self.chunks: deque[bytes | memoryview] = deque()
+        self.chunks: deque[bytes | bytearray | memoryview] = deque()
+        self.open: bytearray | None = None  # the last chunk, while small chunks may still be appended to it
         self.queued = 0
         self.window = SendWindow(DEFAULT_WINDOW)
+
+    def add(self, data: bytes | memoryview) -> None:
+        if len(data) < _COALESCE_BELOW:
+            buf = self.open
+            if buf is None:
+                self.open = buf = bytearray(data)
+                self.chunks.append(buf)
+            else:
+                buf += data
+        else:
+            self.chunks.append(data)
+            self.open = None
 
 
 class Multiplexer:
@@ -89,7 +115,8 @@ class Multiplexer:
 
     # -- sending -------------------------------------------------------------------------------------------------
     def send(self, stream: int, data: bytes | memoryview) -> None:
-        """Queue bytes on `stream` (they are not copied: the caller must not mutate them)."""
+        """Queue bytes on `stream` (small ones are copied into the stream's buffer, large ones are queued as they
+        are: the caller must not mutate them)."""
         if not 0 <= stream <= _MAX_STREAM_ID:
             raise errors.InvalidState(f"stream id {stream} is out of range 0..{_MAX_STREAM_ID}")
         n = len(data)
@@ -98,8 +125,31 @@ class Multiplexer:
         out = self._out.get(stream)
         if out is None:
             out = self._out[stream] = _Outbound()
-        out.chunks.append(data)
+        out.add(data)
         out.queued += n
+        self._ready[stream] = None
+
+    def send_frame(self, stream: int, head: bytes, payload: bytes) -> None:
+        """`send` of ``head + payload`` without joining them first (a large payload is queued as it is: the caller
+        must not mutate it)."""
+        if not 0 <= stream <= _MAX_STREAM_ID:
+            raise errors.InvalidState(f"stream id {stream} is out of range 0..{_MAX_STREAM_ID}")
+        out = self._out.get(stream)
+        if out is None:
+            out = self._out[stream] = _Outbound()
+        n = len(payload)
+        buf = out.open
+        if buf is None:
+            out.open = buf = bytearray(head)
+            out.chunks.append(buf)
+        else:
+            buf += head
+        if n < _COALESCE_BELOW:
+            buf += payload  # the common small message: one copy, into the buffer the next write takes whole
+        else:
+            out.chunks.append(payload)
+            out.open = None
+        out.queued += len(head) + n
         self._ready[stream] = None
 
     @property
@@ -117,25 +167,38 @@ class Multiplexer:
         out = self._out.get(stream)
         return out.window.available if out is not None else DEFAULT_WINDOW
 
-    def data_to_send(self) -> list[bytes | memoryview]:
+    def data_to_send(self) -> list[bytes | bytearray | memoryview]:
         """Everything that can be written now: window updates first, then data as far as credit allows."""
-        result: list[bytes | memoryview] = []
+        result: list[bytes | bytearray | memoryview] = []
         if self._grants:
             pack = HEADER.pack
             result.extend(pack(WINDOW_UPDATE, s, n) for s, n in self._grants.items())
             self._grants.clear()
-        if not self._ready:
+        ready = self._ready
+        if not ready:
             return result
-        blocked: list[int] = []
-        for stream in list(self._ready):
+        for stream in list(ready):
             out = self._out[stream]
-            n = min(out.window.available, out.queued)
-            if n <= 0:
-                blocked.append(stream)
+            window = out.window
+            queued = out.queued
+            n = window.available
+            if 0 < queued <= n:  # the common case: everything queued fits in the credit, no chunk is split
+                window.available = n - queued
+                out.queued = 0
+                out.open = None  # handed out: never appended to again
+                result.append(_pack_header(DATA, stream, queued))
+                chunks = out.chunks
+                result += chunks
+                chunks.clear()
+                del ready[stream]
                 continue
-            out.window.consume(n)
+            n = min(n, queued)
+            if n <= 0:
+                continue  # no credit: stays ready until the peer grants some
+            out.open = None  # part of it may be handed out (and viewed): never appended to again
+            window.consume(n)
             out.queued -= n
-            result.append(HEADER.pack(DATA, stream, n))
+            result.append(_pack_header(DATA, stream, n))
             chunks = out.chunks
             left = n
             while left:
@@ -150,14 +213,17 @@ class Multiplexer:
                     result.append(view[:left])
                     chunks[0] = view[left:]
                     left = 0
-            del self._ready[stream]
+            del ready[stream]
             if out.queued:
-                self._ready[stream] = None  # to the back: round robin between streams
+                ready[stream] = None  # to the back: round robin between streams
         return result
 
     # -- receiving -----------------------------------------------------------------------------------------------
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Parse bytes from the pipe; raises `FramingError` on a protocol violation."""
+        """Parse bytes from the pipe; raises `FramingError` on a protocol violation.
+
+        The events' data are views of `data`, not copies (see `StreamDataReceived`).
+        """
         events: list[Event] = []
         view = memoryview(data)
         pos = 0
@@ -165,27 +231,34 @@ class Multiplexer:
         while pos < end:
             if self._remaining:
                 take = min(self._remaining, end - pos)
-                events.append(StreamDataReceived(self._current, bytes(view[pos : pos + take])))
+                events.append(_new_event(StreamDataReceived, (self._current, view[pos : pos + take])))
                 self._remaining -= take
                 pos += take
                 continue
             header = self._header
-            need = HEADER.size - len(header)
-            if header or end - pos < HEADER.size:
+            if header or end - pos < _HEADER_SIZE:
+                need = _HEADER_SIZE - len(header)
                 header += view[pos : pos + need]
                 pos += min(need, end - pos)
-                if len(header) < HEADER.size:
+                if len(header) < _HEADER_SIZE:
                     break
                 kind, stream, length = HEADER.unpack(header)
                 header.clear()
             else:
-                kind, stream, length = HEADER.unpack_from(view, pos)
-                pos += HEADER.size
+                kind, stream, length = _unpack_header(view, pos)
+                pos += _HEADER_SIZE
             if kind == DATA:
                 window = self._in.get(stream)
                 if window is None:
                     window = self._open_inbound(stream)
-                window.received(length)
+                if length > window.outstanding:
+                    window.received(length)  # raises: the peer had no credit for this
+                window.outstanding -= length
+                if length <= end - pos:  # the common case: the whole frame is here
+                    if length:
+                        events.append(_new_event(StreamDataReceived, (stream, view[pos : pos + length])))
+                        pos += length
+                    continue
                 self._current = stream
                 self._remaining = length
             elif kind == WINDOW_UPDATE:
@@ -197,6 +270,40 @@ class Multiplexer:
             else:
                 raise errors.FramingError(f"unknown mux frame type {kind} on stream {stream}")
         return events
+
+    def receive_whole(
+        self, data: memoryview, take: Callable[[int, memoryview, int, int], list[T] | None]
+    ) -> tuple[int, list[T]]:
+        """The fast path of `receive_data`, for whole DATA frames: returns how many bytes of `data` it consumed and
+        what `take` made of them; the caller hands the rest to `receive_data`.
+
+        While the parser is between frames, each whole DATA frame at the front of `data`, within its stream's
+        credit, is offered to ``take(stream, data, start, end)`` (its body is ``data[start:end]``). A frame `take`
+        accepts (by returning a list) is accounted for exactly as `receive_data` would; the first one it refuses
+        (None), or anything else (a partial frame, a WINDOW_UPDATE, a new stream, a frame beyond its credit),
+        ends the run, unconsumed.
+        """
+        out: list[T] = []
+        if self._header or self._remaining:
+            return 0, out
+        pos = 0
+        end = len(data)
+        while end - pos >= _HEADER_SIZE:
+            kind, stream, length = _unpack_header(data, pos)
+            start = pos + _HEADER_SIZE
+            stop = start + length
+            if kind != DATA or stop > end or not length:
+                break
+            window = self._in.get(stream)
+            if window is None or length > window.outstanding:
+                break
+            taken = take(stream, data, start, stop)
+            if taken is None:
+                break
+            window.outstanding -= length
+            out += taken
+            pos = stop
+        return pos, out
 
     def _open_inbound(self, stream: int) -> ReceiveWindow:
         if len(self._in) >= self.max_streams:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import operator
 from typing import Protocol
 
 from . import errors, mux, session
@@ -28,6 +29,7 @@ __all__ = ["ConnectionState", "MessageSink", "PeerConnection"]
 
 log = logging.getLogger("stoffelnet.peer")
 
+_PAYLOAD = operator.itemgetter(3)  # of a session.MessageReceived
 _ACK_DELAY = 0.01  # seconds: received messages are acknowledged within this (or at once past the ledger's threshold)
 
 
@@ -79,7 +81,7 @@ class _Link:
         self.session = sess
         self.mux = mx
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         conn = self.conn
         if conn._link is self:
             conn._data_received(data)
@@ -102,10 +104,15 @@ class _Link:
             self.conn._schedule_flush()
 
     def consumed(self, stream: int, credit: int) -> None:
-        """Credit for a message this pipe delivered; a replaced pipe's credit is void (its window died with it)."""
+        """Credit for a message this pipe delivered; a replaced pipe's credit is void (its window died with it).
+
+        `PeerConnection.consumed`, inlined: it runs once per message taken."""
         conn = self.conn
-        if conn._link is self:
-            conn.consumed(stream, credit)
+        if conn._link is self and (conn.state is ConnectionState.CONNECTED or conn.state is ConnectionState.CLOSING):
+            channel = stream + 1
+            amount = self.session.consumed(channel, credit)
+            if amount and self.mux.acknowledge(channel, amount):
+                conn._schedule_flush()
 
 
 class PeerConnection:
@@ -233,7 +240,12 @@ class PeerConnection:
                 self.stats.messages_sent += 1
                 self.stats.bytes_sent += len(data)
                 return True
-        mx.send(channel, self._session.send_data(stream, data, tag))  # raises InvalidState unless open
+        sess = self._session
+        if ledger is None or sess.state is not session.SessionState.OPEN or sess.sent_close:
+            mx.send(channel, sess.send_data(stream, data, tag))  # raises InvalidState unless open
+        else:
+            head, payload = ledger.frame_parts(stream, data, tag)  # numbered, and kept until acknowledged
+            mx.send_frame(channel, head, payload)
         counters = self.stats
         counters.messages_sent += 1
         counters.bytes_sent += len(data)
@@ -325,15 +337,18 @@ class PeerConnection:
             return
         if self._pipe.is_closing():
             return
-        for channel, frame in self._session.data_to_send():
-            self._mux.send(channel, frame)
+        sess = self._session
+        if sess.has_outgoing:
+            for channel, frame in sess.data_to_send():
+                self._mux.send(channel, frame)
         if self._write_paused:
             return
         chunks = self._mux.data_to_send()
         if chunks:
             self._pipe.writelines(chunks)
             self._last_out = self._loop.time()
-            self._wake_senders()
+            if self._send_waiters:
+                self._wake_senders()
 
     def _keepalive_tick(self) -> None:
         if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED) or self._adopted_by is not None:
@@ -373,7 +388,7 @@ class PeerConnection:
             self._schedule_flush()
 
     # -- from the current _Link ------------------------------------------------------------------------------------
-    def _data_received(self, data: bytes) -> None:
+    def _data_received(self, data: bytes | memoryview) -> None:
         self._last_in = self._loop.time()
         try:
             self._receive(data)
@@ -383,16 +398,26 @@ class PeerConnection:
             log.exception("internal error while handling data from %s", self._peer_label())
             self._protocol_error(errors.ReceiveFailed(f"internal error: {exc!r}"))
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, data: bytes | memoryview) -> None:
         sess = self._session
         sink = self._sink
         link = self._link
         mx = self._mux
         owner = self  # after a resume handshake, the connection this pipe now serves
-        batch: list[session.MessageReceived] = []
-        for event in mx.receive_data(data):
+        # Whole data frames first, in few steps (the common read); the rest, if any, through the full path.
+        view = data if type(data) is memoryview else memoryview(data)
+        consumed, batch = mx.receive_whole(view, sess.receive_whole)
+        for event in mx.receive_data(view[consumed:]) if consumed < len(view) else ():
             if type(event) is mux.StreamDataReceived:
-                for sev in sess.receive_data(event.stream, event.data):
+                events = sess.receive_data(event.stream, event.data)
+                if event.stream != session.CONTROL_CHANNEL:  # messages, and at most one CreditReturned last
+                    returned = events[-1] if events else None
+                    if type(returned) is session.CreditReturned:
+                        events.pop()
+                        mx.acknowledge(returned.channel, returned.amount)
+                    batch += events  # type: ignore[arg-type]
+                    continue
+                for sev in events:
                     if type(sev) is session.MessageReceived:
                         batch.append(sev)
                         continue
@@ -434,10 +459,7 @@ class PeerConnection:
     def _deliver(self, batch: list[session.MessageReceived], source: CreditSource) -> None:
         counters = self.stats
         counters.messages_received += len(batch)
-        size = 0
-        for message in batch:
-            size += len(message.payload)
-        counters.bytes_received += size
+        counters.bytes_received += sum(map(len, map(_PAYLOAD, batch)))
         if self._sink is not None:
             self._sink.messages_received(self, batch, source)
 

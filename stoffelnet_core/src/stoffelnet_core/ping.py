@@ -203,7 +203,7 @@ class _Closing:
     def __init__(self) -> None:
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         pass
 
     def eof_received(self) -> None:

@@ -21,17 +21,22 @@ from .frames import Ack, Tag
 __all__ = ["Ledger", "Receiving", "Sending"]
 
 DEFAULT_RESEND_LIMIT = 8 * 1024 * 1024
+_MAX_CHANNEL = 0xFFFFFFFF
 
 
 class Sending:
-    """One stream's outbound side: the next sequence number and the frames sent but not yet acknowledged."""
+    """One stream's outbound side: the next sequence number and the frames sent but not yet acknowledged.
+
+    A frame is kept as its head (length prefix and envelope up to the payload, `codec.data_head`) and its payload,
+    so that a payload is never copied to be framed.
+    """
 
     __slots__ = ("base", "frames", "seq")
 
     def __init__(self) -> None:
         self.seq = 0  # the next message's number
         self.base = 0  # the number of frames[0]
-        self.frames: deque[bytes] = deque()
+        self.frames: deque[tuple[bytes, bytes]] = deque()
 
 
 class Receiving:
@@ -64,24 +69,34 @@ class Ledger:
     # -- sending ---------------------------------------------------------------------------------------------------
     def frame(self, stream: int, payload: bytes | bytearray | memoryview, tag: Tag | None = None) -> bytes:
         """Number and frame one message and keep it until acknowledged; raises `SendError` for a bad tag or size."""
+        head, body = self.frame_parts(stream, payload, tag)
+        return head + body
+
+    def frame_parts(
+        self, stream: int, payload: bytes | bytearray | memoryview, tag: Tag | None = None
+    ) -> tuple[bytes, bytes]:
+        """`frame`, as the frame's head and its payload (the payload itself when it is `bytes`: never copied)."""
         tx = self.sending.get(stream)
         if tx is None:
+            if type(stream) is not int or not 0 <= stream < _MAX_CHANNEL:  # stream s travels on channel s + 1
+                raise errors.InvalidState(f"stream id {stream} is out of range 0..{_MAX_CHANNEL - 1}")
             tx = self.sending[stream] = Sending()
+        if type(payload) is not bytes:
+            payload = bytes(payload)  # the caller may change a bytearray or memoryview once send returns
         if tag is not None:
             try:
                 codec.check_tag(tag)
             except ValueError as exc:
                 raise errors.SendError(str(exc)) from None
-        frame = codec.encode_data(stream, tx.seq, tag, payload)
-        size = len(frame)
+        n = len(payload)
+        head = codec.data_head(stream, tx.seq, tag, n)
+        size = len(head) + n
         if size > self.max_frame_size + codec.HEADER_SIZE:
-            raise errors.SendError(
-                f"message of {len(payload)} bytes exceeds the maximum frame size {self.max_frame_size}"
-            )
+            raise errors.SendError(f"message of {n} bytes exceeds the maximum frame size {self.max_frame_size}")
         tx.seq += 1
-        tx.frames.append(frame)
+        tx.frames.append((head, payload))
         self.unacked_bytes += size
-        return frame
+        return head, payload
 
     def acknowledged(self, stream: int, seq: int) -> int:
         """The peer has every message of `stream` up to `seq`: drop them; returns the bytes freed.
@@ -97,18 +112,25 @@ class Ledger:
         count = seq + 1 - tx.base
         if count <= 0:
             return 0
-        frames = tx.frames
+        pop = tx.frames.popleft
         freed = 0
         for _ in range(count):
-            freed += len(frames.popleft())
+            head, payload = pop()
+            freed += len(head) + len(payload)
         tx.base = seq + 1
         self.unacked_bytes -= freed
         return freed
 
     def unacknowledged(self) -> list[tuple[int, bytes]]:
-        """Every frame not yet acknowledged, as ``(stream, frame)``, in order per stream: what a new connection
-        sends first."""
-        return [(stream, frame) for stream, tx in sorted(self.sending.items()) for frame in tx.frames]
+        """Every frame not yet acknowledged, as ``(stream, bytes)`` in order per stream (a frame's head and its
+        payload as two chunks, written one after the other): what a new connection sends first."""
+        return [
+            (stream, chunk)
+            for stream, tx in sorted(self.sending.items())
+            for frame in tx.frames
+            for chunk in frame
+            if chunk
+        ]
 
     # -- receiving -------------------------------------------------------------------------------------------------
     def receiver(self, stream: int) -> Receiving:

@@ -145,6 +145,19 @@ _new_tuple = tuple.__new__  # builds a MessageReceived without the NamedTuple's 
 _CREDIT_BATCH = 8192  # credit returned at once; far below the smallest window, so it never stalls a sender
 
 
+def _joined(channel: int, first: list[Event], then: list[Event]) -> list[Event]:
+    """Two parts' events as one read's: the messages in order, then their credit returns added up in one."""
+    returned = 0
+    if first and type(first[-1]) is CreditReturned:
+        returned += first.pop().amount  # type: ignore[union-attr]
+    if then and type(then[-1]) is CreditReturned:
+        returned += then.pop().amount  # type: ignore[union-attr]
+    events = first + then
+    if returned:
+        events.append(CreditReturned(channel, returned))
+    return events
+
+
 class Session:
     """One end of one authenticated peer connection."""
 
@@ -241,93 +254,155 @@ class Session:
         self.state = SessionState.FAILED
 
     # -- incoming ------------------------------------------------------------------------------------------------
-    def receive_data(self, channel: int, data: bytes) -> list[Event]:
-        """Bytes arrived on `channel`; returns events, raises `FramingError`/`AuthenticationError` on a fault."""
+    def receive_data(self, channel: int, data: bytes | memoryview) -> list[Event]:
+        """Bytes arrived on `channel`; returns events, raises `FramingError`/`AuthenticationError` on a fault.
+
+        `data` is not kept (a memoryview of a reused read buffer is fine). On a data channel the events are only
+        `MessageReceived`, in order, and at most one `CreditReturned` last.
+        """
         if self.state is SessionState.FAILED:
             raise errors.InvalidState("session has failed", state=self.state)
         ch = self._channels.get(channel)
         if ch is None:
             ch = self._channels[channel] = _Channel(self._max_frame_size)
-        try:
+        rx = ch.rx
+        if rx is None or type(data) is not memoryview or self.state is not SessionState.OPEN or self.received_close:
             return self._receive(channel, ch, data)
+        # An open data channel: the run of whole, in-order Data frames takes few steps (`codec.read_messages`); a
+        # frame cut by the previous read is completed first, and what the run does not cover goes the usual way,
+        # exactly as if each part had come in a read of its own.
+        events: list[Event] = []
+        missing = ch.decoder.missing
+        if missing:
+            if missing >= len(data) or ch.decoder.buffered < codec.HEADER_SIZE:  # (a cut header: the usual way)
+                return self._receive(channel, ch, data)
+            events = self._receive(channel, ch, data[:missing])
+            data = data[missing:]
+            if ch.partial_returned or (events and type(events[-1]) is CreditReturned):
+                return _joined(channel, events, self._receive(channel, ch, data))  # a resent duplicate...
+        messages, taken = codec.read_messages(
+            data, 0, len(data), channel - 1, rx.next, self._max_frame_size, MessageReceived
+        )
+        if messages:
+            count = len(messages)
+            rx.next += count
+            ch.link_next = rx.next
+            ch.held += count
+            assert self.ledger is not None  # open, so admitted
+            self.ledger.ack_due += taken
+            events += messages
+            if taken == len(data):
+                return events
+            data = data[taken:]
+        return events + self._receive(channel, ch, data) if events else self._receive(channel, ch, data)
+
+    def _receive(self, channel: int, ch: _Channel, data: bytes | memoryview) -> list[Event]:
+        """`receive_data`, the general way: every frame through `FrameDecoder.feed` and the checks below."""
+        try:
+            events: list[Event] = []
+            append = events.append
+            already = ch.partial_returned
+            immediate = 0
+            frames = ch.decoder.feed(data)
+            if frames:
+                ch.partial_returned = 0
+            stream_no = channel - 1
+            rx = ch.rx
+            if rx is None and self.ledger is not None and channel != CONTROL_CHANNEL:
+                rx = ch.rx = self.ledger.receiver(stream_no)
+            seq = rx.next if rx is not None else 0
+            accepting = self.state is SessionState.OPEN and not self.received_close  # changes only on control frames
+            held = 0
+            for envelope, size in frames:
+                credit = size - already
+                already = 0
+                if type(envelope) is Data:
+                    if not accepting:
+                        self._refuse_data()
+                    if envelope[0] != stream_no:
+                        raise errors.FramingError(f"Data for stream {envelope[0]} arrived on channel {channel}")
+                    if envelope[1] != seq:
+                        self._out_of_order(ch, stream_no, envelope[1], seq, held)  # raises unless a resent duplicate
+                        immediate += credit
+                        continue
+                    seq += 1
+                    held += 1
+                    append(_new_tuple(MessageReceived, (stream_no, envelope[1], envelope[2], envelope[3], credit)))
+                    continue
+                ch.held += held
+                held = 0
+                immediate += credit
+                if channel != CONTROL_CHANNEL:
+                    raise errors.FramingError(f"control envelope {type(envelope).__name__} on data channel {channel}")
+                if type(envelope) is Handshake:
+                    completed = self._on_handshake(envelope)
+                    if completed is not None:
+                        events.append(completed)
+                elif type(envelope) is Proof:
+                    events.append(self._on_proof(envelope))
+                elif type(envelope) is Accepted:
+                    events.append(self._on_accepted())
+                elif self.state is not SessionState.OPEN:
+                    raise errors.FramingError(f"{type(envelope).__name__} before the handshake completed")
+                elif type(envelope) is Close:
+                    if self.received_close:
+                        raise errors.FramingError("a second Close")
+                    self.received_close = True
+                    if self.sent_close:
+                        self.state = SessionState.CLOSED
+                    events.append(CloseReceived(envelope.reason))
+                elif type(envelope) is Ack:
+                    assert self.ledger is not None  # open, so admitted
+                    freed = self.ledger.acknowledged(envelope.stream, envelope.seq)
+                    if freed:
+                        events.append(Acknowledged(freed))
+                # a Ping is only proof of life
+                accepting = self.state is SessionState.OPEN and not self.received_close
+            if rx is not None:
+                if held:
+                    rx.next = seq
+                    ch.link_next = seq
+                assert self.ledger is not None
+                self.ledger.ack_due += len(data)
+            ch.held += held
+            if ch.held == 0:
+                newly = ch.decoder.buffered - ch.partial_returned
+                if newly > 0:
+                    ch.partial_returned += newly
+                    immediate += newly
+            if immediate:
+                events.append(CreditReturned(channel, immediate))
+            return events
         except (errors.FramingError, errors.AuthenticationError):
             self.state = SessionState.FAILED
             raise
 
-    def _receive(self, channel: int, ch: _Channel, data: bytes) -> list[Event]:
-        events: list[Event] = []
-        already = ch.partial_returned
-        immediate = 0
-        frames = ch.decoder.feed(data)
-        if frames:
-            ch.partial_returned = 0
-        stream_no = channel - 1
+    def receive_whole(self, channel: int, data: memoryview, start: int, end: int) -> list[MessageReceived] | None:
+        """`receive_data` for the common case, in fewer steps: ``data[start:end]`` is whole Data frames of the
+        channel's stream, each the next in order, on an open session whose channel holds no partial frame.
+
+        Returns the messages -- exactly the events `receive_data` would return for these bytes (no
+        `CreditReturned` can follow them) -- or None, having changed nothing, when the bytes or the state are
+        anything else; the caller then hands the same bytes to `receive_data`.
+        """
+        ch = self._channels.get(channel)
+        if ch is None or self.state is not SessionState.OPEN or self.received_close:
+            return None
         rx = ch.rx
-        if rx is None and self.ledger is not None and channel != CONTROL_CHANNEL:
-            rx = ch.rx = self.ledger.receiver(stream_no)
-        seq = rx.next if rx is not None else 0
-        accepting = self.state is SessionState.OPEN and not self.received_close  # changes only on control frames
-        held = 0
-        for envelope, size in frames:
-            credit = size - already
-            already = 0
-            if type(envelope) is Data:
-                if not accepting:
-                    self._refuse_data()
-                if envelope[0] != stream_no:
-                    raise errors.FramingError(f"Data for stream {envelope[0]} arrived on channel {channel}")
-                if envelope[1] != seq:
-                    self._out_of_order(ch, stream_no, envelope[1], seq, held)  # raises unless a resent duplicate
-                    immediate += credit
-                    continue
-                seq += 1
-                held += 1
-                events.append(_new_tuple(MessageReceived, (stream_no, envelope[1], envelope[2], envelope[3], credit)))
-                continue
-            ch.held += held
-            held = 0
-            immediate += credit
-            if channel != CONTROL_CHANNEL:
-                raise errors.FramingError(f"control envelope {type(envelope).__name__} on data channel {channel}")
-            if type(envelope) is Handshake:
-                completed = self._on_handshake(envelope)
-                if completed is not None:
-                    events.append(completed)
-            elif type(envelope) is Proof:
-                events.append(self._on_proof(envelope))
-            elif type(envelope) is Accepted:
-                events.append(self._on_accepted())
-            elif self.state is not SessionState.OPEN:
-                raise errors.FramingError(f"{type(envelope).__name__} before the handshake completed")
-            elif type(envelope) is Close:
-                if self.received_close:
-                    raise errors.FramingError("a second Close")
-                self.received_close = True
-                if self.sent_close:
-                    self.state = SessionState.CLOSED
-                events.append(CloseReceived(envelope.reason))
-            elif type(envelope) is Ack:
-                assert self.ledger is not None  # open, so admitted
-                freed = self.ledger.acknowledged(envelope.stream, envelope.seq)
-                if freed:
-                    events.append(Acknowledged(freed))
-            # a Ping is only proof of life
-            accepting = self.state is SessionState.OPEN and not self.received_close
-        if rx is not None:
-            if held:
-                rx.next = seq
-                ch.link_next = seq
-            assert self.ledger is not None
-            self.ledger.ack_due += len(data)
-        ch.held += held
-        if ch.held == 0:
-            newly = ch.decoder.buffered - ch.partial_returned
-            if newly > 0:
-                ch.partial_returned += newly
-                immediate += newly
-        if immediate:
-            events.append(CreditReturned(channel, immediate))
-        return events
+        if rx is None or ch.partial_returned or ch.decoder.buffered:
+            return None
+        messages, stop = codec.read_messages(
+            data, start, end, channel - 1, rx.next, self._max_frame_size, MessageReceived
+        )
+        if stop != end or not messages:
+            return None
+        count = len(messages)
+        rx.next += count
+        ch.link_next = rx.next
+        ch.held += count
+        assert self.ledger is not None  # open, so admitted
+        self.ledger.ack_due += end - start
+        return messages
 
     def _out_of_order(self, ch: _Channel, stream: int, got: int, expected: int, held: int) -> None:
         """A Data frame with another number than expected: a resent duplicate is dropped, anything else refused.

@@ -55,7 +55,9 @@ class LinkInfo:
 class PipeReceiver(Protocol):
     """Core's side of a byte pipe; the transport calls these on the event loop."""
 
-    def data_received(self, data: bytes) -> None: ...
+    def data_received(self, data: bytes | memoryview) -> None:
+        """The next bytes of the pipe. A memoryview is valid only during the call (the transport may read into the
+        same buffer next): core copies what it keeps, so a transport may pass either."""
 
     def eof_received(self) -> None: ...
 
