@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from stoffelnet_core import bench, cli, plugins
+from stoffelnet_core.bench import procs
 from stoffelnet_core.runner import rss_peak_kib
 from stoffelnet_core.transport import Transport
 
@@ -88,6 +89,15 @@ async def test_baseline_mesh_moves_messages(name: str) -> None:
         for me in range(3):
             for peer, (_, recv) in mesh[me].items():
                 assert await recv() == f"{peer}->{me}".encode()
+
+
+def test_tcp_tls_has_a_multi_process_baseline_and_its_rounds_run() -> None:
+    """Each bare party in its own process (`bench.procs`): the rows of the multi-process rounds get a ratio."""
+    found = {info.name: info for info in plugins.default_plugins().transports()}
+    baseline = bench.find_baseline("tcp-tls", found["tcp-tls"].transport)
+    assert baseline is not None
+    assert baseline.party_module == "stoffelnet_tcp_tls.baseline"
+    assert procs.baseline_rounds(baseline.party_module, 3, 64, 100, timeout=60) > 0
 
 
 def test_runner_reports_peak_rss() -> None:

@@ -6,7 +6,8 @@ one connection per pair, 4-byte length-prefixed messages, writes coalesced per l
 ``transport.write`` (one TLS record per 16 KiB instead of one per chunk), reads parsed in place by a
 `BufferedProtocol`, backpressure by a pending-bytes limit and `pause_writing`, reading paused above 1 MiB unread.
 
-The harness finds this module by name (``<transport package>.baseline``) and uses `NAME` and `open_mesh`;
+The harness finds this module by name (``<transport package>.baseline``) and uses `NAME`, `open_mesh` and (for the
+multi-process rounds) `open_party`;
 ``benchmarks/bench_tcp_tls.py`` uses the pieces directly.
 """
 
@@ -27,7 +28,7 @@ from stoffelnet_core.ids import ClientType
 
 from .transport import ALPN, _configure_socket, _context
 
-__all__ = ["NAME", "BareConn", "Keys", "bare_dial", "bare_listen", "bare_mesh", "make_keys", "open_mesh"]
+__all__ = ["NAME", "BareConn", "Keys", "bare_dial", "bare_listen", "bare_mesh", "make_keys", "open_mesh", "open_party"]
 
 NAME = "bare asyncio TLS"
 """What the baseline is, for the table."""
@@ -166,6 +167,9 @@ class BareConn(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         if self._transport is not None:
+            if self._out:
+                self._transport.write(b"".join(self._out))  # what was sent this turn, before the close
+                self._out = []
             self._transport.close()
 
 
@@ -235,6 +239,30 @@ async def bare_mesh(k: Keys, n: int) -> AsyncIterator[dict[tuple[int, int], Bare
 def bare_ends(conns: dict[tuple[int, int], BareConn], me: int, peer: int) -> tuple[Send, Recv]:
     conn = conns[(me, peer)]
     return conn.send, conn.recv
+
+
+@contextlib.asynccontextmanager
+async def open_party(k: Keys, me: int, ports: Sequence[int]) -> AsyncIterator[Mapping[int, tuple[Send, Recv]]]:
+    """Party `me` of ``len(ports)`` parties, each in its own process: it listens on ``ports[me]``, dials every
+    higher party (retrying while it starts), and says who it is in a first message; yields ``{peer: (send, recv)}``.
+    The multi-process rounds of `stoffelnet bench` run this beside stoffelnet's own parties."""
+    n = len(ports)
+    conns: dict[int, BareConn] = {}
+    arrived: asyncio.Queue[BareConn] = asyncio.Queue()
+    server = await bare_listen(k, ports[me], arrived.put_nowait, me)
+    try:
+        for peer in range(me + 1, n):
+            conns[peer] = conn = await bare_dial(k, me, ports[peer], retry_for=30.0, high_water=_HIGH_WATER_PROCS)
+            await conn.send(me.to_bytes(4, "big"))
+        for _ in range(me):
+            conn = await arrived.get()
+            conns[int.from_bytes(await conn.recv(), "big")] = conn
+        yield {peer: (conn.send, conn.recv) for peer, conn in sorted(conns.items())}
+    finally:
+        for conn in conns.values():
+            conn.close()
+        server.close()
+        await server.wait_closed()
 
 
 @contextlib.asynccontextmanager

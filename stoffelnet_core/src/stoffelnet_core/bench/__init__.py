@@ -42,7 +42,7 @@ import attrs
 
 from .. import errors, plugins
 from ..testing import local_network
-from . import _cases, queue_baseline
+from . import _cases, procs, queue_baseline
 from ._cases import Link, Mesh, Recv, Send
 
 __all__ = [
@@ -104,6 +104,7 @@ class Baseline:
     name: str
     open_mesh: OpenMesh
     variants: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    party_module: str | None = None  # the module, when it has `open_party` (multi-process rounds: `bench.procs`)
 
 
 @attrs.frozen
@@ -168,7 +169,8 @@ def find_baseline(name: str, transport: type[Any] | None) -> Baseline | None:
                 isinstance(k, str) and isinstance(v, Mapping) for k, v in variants.items()
             ):
                 raise errors.PluginError(f"{name}: {module_name}.VARIANTS must map variant names to option tables")
-            return Baseline(label, open_mesh, dict(variants))
+            party_module = module_name if callable(getattr(module, "open_party", None)) else None
+            return Baseline(label, open_mesh, dict(variants), party_module)
     if name == "loopback":
         return Baseline(queue_baseline.NAME, queue_baseline.open_mesh)
     return None
@@ -378,6 +380,9 @@ def run_bench(
                     say(f"repeat {repeat}/{sizes.repeats}: {name} {parties} processes, rounds of {size} B")
                     rate, peaks = _process_rounds(name, parties, size, sizes.rounds)
                     _keep(best, (name, f"procs {parties} {size}", "stoffelnet"), [rate], "higher")
+                    if baseline is not None and baseline.party_module is not None:
+                        bare = procs.baseline_rounds(baseline.party_module, parties, size, sizes.rounds, _TIMEOUT)
+                        _keep(best, (name, f"procs {parties} {size}", "baseline"), [bare], "higher")
                     if peaks:
                         rss[(name, parties)] = max(rss.get((name, parties), 0), max(peaks))
     return _rows(names, best, rss, sizes)

@@ -62,20 +62,21 @@ async def one_way_s(send: Send, recv: Recv, payload: bytes, n: int, warm: int) -
     return time.perf_counter() - start
 
 
+async def party_rounds(peers: Mapping[int, Link], payload: bytes, count: int) -> None:
+    """One party's part of `count` all-to-all rounds: send to every peer, then receive from each."""
+    links = list(peers.values())
+    for _ in range(count):
+        for send, _ in links:
+            await send(payload)
+        for _, recv in links:
+            await recv()
+
+
 async def rounds_s(mesh: Mesh, payload: bytes, rounds: int, warm: int) -> float:
-    """Seconds for `rounds` all-to-all rounds: every party sends to every other, then receives from each."""
-
-    async def party(peers: Mapping[int, Link], count: int) -> None:
-        links = list(peers.values())
-        for _ in range(count):
-            for send, _ in links:
-                await send(payload)
-            for _, recv in links:
-                await recv()
-
-    await asyncio.gather(*(party(p, warm) for p in mesh))
+    """Seconds for `rounds` all-to-all rounds of every party in `mesh` (one process)."""
+    await asyncio.gather(*(party_rounds(p, payload, warm) for p in mesh))
     start = time.perf_counter()
-    await asyncio.gather(*(party(p, rounds) for p in mesh))
+    await asyncio.gather(*(party_rounds(p, payload, rounds) for p in mesh))
     return time.perf_counter() - start
 
 
