@@ -36,7 +36,7 @@ import attrs
 
 from . import computation, errors
 from .computation import Results, expected_results
-from .runner import expected_payload
+from .runner import expected_payload, spawn
 from .testing import local_network
 
 __all__ = ["DemoResult", "client_inputs", "report", "run_demo", "run_processes"]
@@ -254,16 +254,7 @@ async def run_processes(
 
         try:
             for name, args in commands:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "stoffelnet_core.runner",
-                    *args,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                )
-                members[name] = _Process(name, proc)
+                members[name] = _Process(name, await spawn(*args))
                 watchers[asyncio.ensure_future(_watch(members[name], on_progress))] = name
             view.line(
                 f"started {len(members)} processes: "

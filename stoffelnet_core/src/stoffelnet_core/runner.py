@@ -290,6 +290,20 @@ class Interrupted(Exception):
         return 128 + self.signum
 
 
+async def spawn(*args: str) -> asyncio.subprocess.Process:
+    """Start ``python -m stoffelnet_core.runner ARGS`` (one member, in its own process) with its output piped: the
+    demo's members and the fault scenarios' parties."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "stoffelnet_core.runner",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
 def run_interruptible(main: Coroutine[Any, Any, _T], loop_factory: LoopFactory | None = None) -> _T:
     """`asyncio.run(main)` (on the loop `loop_factory` makes, if given); SIGINT or SIGTERM cancels `main` (so its
     ``finally`` and ``async with`` blocks close what it opened) and then raises `Interrupted`. A close that still

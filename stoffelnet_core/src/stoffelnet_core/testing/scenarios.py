@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -29,6 +28,7 @@ from typing import Any
 import attrs
 
 from ..config import Config, dump_config
+from ..runner import spawn
 from .chaos import TcpChaosProxy, TcpPlan, UdpChaosProxy, UdpPlan, chaos_proxies, network_configs
 
 __all__ = ["Scenario", "ScenarioResult", "run_scenario"]
@@ -117,16 +117,7 @@ async def _start(name: str, config: Path, scenario: Scenario, party: int) -> _Me
         args += ["--stall-ms", str(scenario.stall[1])]
     if scenario.read_pause is not None and scenario.read_pause[0] == party:
         args += ["--read-pause-ms", str(scenario.read_pause[1])]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "stoffelnet_core.runner",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    return _Member(name, proc)
+    return _Member(name, await spawn(*args))
 
 
 @contextlib.asynccontextmanager
