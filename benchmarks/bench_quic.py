@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import functools
 import io
 import os
 import platform
@@ -42,15 +41,14 @@ import pstats
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import aioquic
 
-from stoffelnet_core import Address, Config, Network, Node, PartyId, TLSConfig, open_network
 from stoffelnet_core.bench._cases import one_way_s, round_trips_us, rounds_s
-from stoffelnet_core.bench.support import HOST, Keys, Recv, Send, make_keys
+from stoffelnet_core.bench.support import Keys, Recv, Send, make_keys, stoffel_config, stoffel_mesh
 from stoffelnet_quic.baseline import bare_ends, bare_mesh, free_udp_ports
 
 SMALL = b"p" * 64
@@ -72,42 +70,6 @@ PROFILES = [
 ]
 
 
-# -- bare aioquic: stoffelnet_quic.baseline
-
-
-# -- stoffelnet ------------------------------------------------------------------------------------------------------
-def stoffel_config(k: Keys, ports: Sequence[int], me: int, options: Mapping[str, Any]) -> Config:
-    parties = tuple(
-        Node(PartyId(i), Address(HOST, port), fingerprint=k.fingerprints[i], cert=Path(k.certs[i]))
-        for i, port in enumerate(ports)
-    )
-    return Config(
-        transport="quic",
-        party_id=me,
-        parties=parties,
-        tls=TLSConfig(k.certs[me], k.keys[me]),
-        transport_options={"quic": dict(options)},
-    )
-
-
-@contextlib.asynccontextmanager
-async def stoffel_mesh(k: Keys, n: int, options: Mapping[str, Any]) -> AsyncIterator[list[Network]]:
-    ports = free_udp_ports(n)
-    async with contextlib.AsyncExitStack() as stack:
-        nets = await asyncio.gather(
-            *(stack.enter_async_context(open_network(stoffel_config(k, ports, i, options))) for i in range(n))
-        )
-        yield list(nets)
-
-
-def stoffel_ends(nets: Sequence[Network], me: int, peer: int) -> tuple[Send, Recv]:
-    net = nets[me]
-    return functools.partial(net.send, peer), functools.partial(net.receive_from, peer)
-
-
-# -- the cases, written once over (send, recv) ------------------------------------------------------------------------
-
-
 # -- one measurement of one case ----------------------------------------------------------------------------------
 class Sizes(NamedTuple):
     rtt: int  # timed 64 B round trips
@@ -124,8 +86,9 @@ FULL = Sizes(rtt=5000, kib=60_000, big=1500, rounds=4000)
 async def _mesh(impl: str, k: Keys, n: int, profile: Profile) -> AsyncIterator[list[dict[int, tuple[Send, Recv]]]]:
     """`n` parties of `impl`; ``ends[me][peer]`` is ``(send, recv)`` for me's side of the link to peer."""
     if impl == "stoffelnet":
-        async with stoffel_mesh(k, n, profile.options) as nets:
-            yield [{p: stoffel_ends(nets, me, p) for p in range(n) if p != me} for me in range(n)]
+        ports = free_udp_ports(n)
+        async with stoffel_mesh([stoffel_config("quic", k, ports, i, profile.options) for i in range(n)]) as ends:
+            yield ends
     else:
         async with bare_mesh(k, n, profile.options, profile.bare_defaults) as conns:
             yield [{p: bare_ends(conns, me, p) for p in range(n) if p != me} for me in range(n)]

@@ -35,52 +35,20 @@ import pstats
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import NamedTuple
 
-from stoffelnet_core import Address, Config, Network, Node, PartyId, TLSConfig, open_network
+from stoffelnet_core import open_network
 from stoffelnet_core.bench._cases import one_way_s, round_trips_us, rounds_s
-from stoffelnet_core.bench.support import Keys, free_ports, make_keys
+from stoffelnet_core.bench.support import Keys, Recv, Send, free_ports, make_keys, stoffel_config, stoffel_mesh
 from stoffelnet_tcp_tls.baseline import _HIGH_WATER_PROCS, BareConn, bare_dial, bare_ends, bare_listen, bare_mesh
 
 SMALL = b"p" * 64
 KIB = b"k" * 1024
 BIG = b"B" * (64 * 1024)
 ACK = b"!"
-HOST = "127.0.0.1"
 PARTIES = 3  # keys are made once for the largest case; pairs use parties 0 and 1
-
-Send = Callable[[bytes], Awaitable[None]]
-Recv = Callable[[], Awaitable[bytes]]
-
-
-# -- stoffelnet ------------------------------------------------------------------------------------------------------
-def stoffel_config(k: Keys, ports: Sequence[int], me: int) -> Config:
-    """What `local_network(n, transport="tcp-tls")` builds, but with our keys and ports (usable in a child too)."""
-    parties = tuple(
-        Node(PartyId(i), Address(HOST, port), fingerprint=k.fingerprints[i], cert=Path(k.certs[i]))
-        for i, port in enumerate(ports)
-    )
-    return Config(transport="tcp-tls", party_id=me, parties=parties, tls=TLSConfig(k.certs[me], k.keys[me]))
-
-
-@contextlib.asynccontextmanager
-async def stoffel_mesh(k: Keys, n: int) -> AsyncIterator[list[Network]]:
-    ports = free_ports(n)
-    async with contextlib.AsyncExitStack() as stack:
-        nets = await asyncio.gather(
-            *(stack.enter_async_context(open_network(stoffel_config(k, ports, i))) for i in range(n))
-        )
-        yield list(nets)
-
-
-def stoffel_ends(nets: Sequence[Network], me: int, peer: int) -> tuple[Send, Recv]:
-    net = nets[me]
-    return functools.partial(net.send, peer), functools.partial(net.receive_from, peer)
-
-
-# -- the cases, written once over (send, recv) ------------------------------------------------------------------------
 
 
 # -- one measurement of one case, in one process -------------------------------------------------------------------
@@ -99,8 +67,9 @@ FULL = Sizes(rtt=20_000, kib=400_000, big=16_000, rounds=15_000)
 async def _pair(impl: str, k: Keys, n: int) -> AsyncIterator[list[dict[int, tuple[Send, Recv]]]]:
     """`n` parties of `impl`; ``ends[me][peer]`` is ``(send, recv)`` for me's side of the link to peer."""
     if impl == "stoffelnet":
-        async with stoffel_mesh(k, n) as nets:
-            yield [{p: stoffel_ends(nets, me, p) for p in range(n) if p != me} for me in range(n)]
+        ports = free_ports(n)
+        async with stoffel_mesh([stoffel_config("tcp-tls", k, ports, i) for i in range(n)]) as ends:
+            yield ends
     else:
         async with bare_mesh(k, n) as conns:
             yield [{p: bare_ends(conns, me, p) for p in range(n) if p != me} for me in range(n)]
@@ -135,7 +104,7 @@ def _child(impl: str, k: Keys, ports: list[int], warm: int, n: int) -> None:
 async def _child_main(impl: str, k: Keys, ports: list[int], warm: int, n: int) -> None:
     async with asyncio.timeout(300):
         if impl == "stoffelnet":
-            async with open_network(stoffel_config(k, ports, 1)) as net:
+            async with open_network(stoffel_config("tcp-tls", k, ports, 1)) as net:
                 await _child_receive(functools.partial(net.send, 0), functools.partial(net.receive_from, 0), warm, n)
             return
         accepted: asyncio.Queue[BareConn] = asyncio.Queue()
@@ -169,7 +138,7 @@ async def _parent_send(send: Send, recv: Recv, payload: bytes, warm: int, n: int
 async def _parent_main(impl: str, k: Keys, ports: list[int], payload: bytes, warm: int, n: int) -> float:
     async with asyncio.timeout(300):
         if impl == "stoffelnet":
-            async with open_network(stoffel_config(k, ports, 0)) as net:
+            async with open_network(stoffel_config("tcp-tls", k, ports, 0)) as net:
                 return await _parent_send(
                     functools.partial(net.send, 1), functools.partial(net.receive_from, 1), payload, warm, n
                 )

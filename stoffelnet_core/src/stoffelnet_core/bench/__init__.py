@@ -44,6 +44,7 @@ from .. import errors, plugins
 from ..testing import local_network
 from . import _cases, procs, queue_baseline
 from ._cases import Link, Mesh, Recv, Send
+from .support import network_ends
 
 __all__ = [
     "FULL",
@@ -214,10 +215,7 @@ def _target(transport: str, case: str) -> Target | None:
 async def _stoffelnet_mesh(transport: str, n: int, options: Mapping[str, Any] | None = None) -> AsyncIterator[Mesh]:
     overrides: dict[str, Any] = {"transport_options": {transport: dict(options)}} if options else {}
     async with local_network(n, transport=transport, **overrides) as lan:
-        yield [
-            {p: (functools.partial(net.send, p), functools.partial(net.receive_from, p)) for p in range(n) if p != me}
-            for me, net in enumerate(lan)
-        ]
+        yield network_ends(lan)
 
 
 @contextlib.asynccontextmanager

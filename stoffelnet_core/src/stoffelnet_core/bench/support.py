@@ -5,14 +5,31 @@ For transport authors: a `stoffelnet_<name>/baseline.py` imports these instead o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .. import keys
+from ..config import Config, TLSConfig
+from ..ids import Address, Node, PartyId
+from ..network import Network, open_network
 
-__all__ = ["HOST", "PARTIES", "Keys", "Recv", "Send", "free_ports", "make_keys"]
+__all__ = [
+    "HOST",
+    "PARTIES",
+    "Keys",
+    "Recv",
+    "Send",
+    "free_ports",
+    "make_keys",
+    "network_ends",
+    "stoffel_config",
+    "stoffel_mesh",
+]
 
 HOST = "127.0.0.1"
 PARTIES = 3  # the default number of identities `make_keys` writes
@@ -52,3 +69,36 @@ def free_ports(n: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> list[int
     finally:
         for s in socks:
             s.close()
+
+
+def stoffel_config(
+    transport: str, k: Keys, ports: Sequence[int], me: int, options: Mapping[str, Any] | None = None
+) -> Config:
+    """What `local_network(n, transport=...)` builds, with these keys and ports (usable in a child process too)."""
+    parties = tuple(
+        Node(PartyId(i), Address(HOST, port), fingerprint=k.fingerprints[i], cert=Path(k.certs[i]))
+        for i, port in enumerate(ports)
+    )
+    return Config(
+        transport=transport,
+        party_id=me,
+        parties=parties,
+        tls=TLSConfig(k.certs[me], k.keys[me]),
+        transport_options={transport: dict(options)} if options else {},
+    )
+
+
+@contextlib.asynccontextmanager
+async def stoffel_mesh(configs: Sequence[Config]) -> AsyncIterator[list[dict[int, tuple[Send, Recv]]]]:
+    """A party per config, all in this process; ``ends[me][peer]`` is ``(send, recv)`` on me's side of the link."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield network_ends(await asyncio.gather(*(stack.enter_async_context(open_network(c)) for c in configs)))
+
+
+def network_ends(nets: Sequence[Network]) -> list[dict[int, tuple[Send, Recv]]]:
+    """``ends[me][peer]`` is ``(send, recv)`` on party me's side of its link to peer, over `Network`s."""
+    n = len(nets)
+    return [
+        {p: (functools.partial(net.send, p), functools.partial(net.receive_from, p)) for p in range(n) if p != me}
+        for me, net in enumerate(nets)
+    ]
