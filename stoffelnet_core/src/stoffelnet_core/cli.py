@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import deploy, errors, plugins
+from .config import EVENT_LOOPS
 from .ping import setup_ping_command
 from .transport import PLUGIN_API_VERSION
 
@@ -179,7 +180,7 @@ def _demo(parser: argparse.ArgumentParser) -> Runner:
     )
     parser.add_argument(
         "--loop",
-        choices=("asyncio", "uvloop"),
+        choices=EVENT_LOOPS,
         default="asyncio",
         help="event loop of every member (uvloop: pip install 'stoffelnet-core[uvloop]'; used only where a "
         "transport is not slower on it)",
@@ -197,10 +198,11 @@ def _demo(parser: argparse.ArgumentParser) -> Runner:
             f"{args.size} B over {args.transport}",
             flush=True,
         )
-        in_process = args.transport == "loopback"
-        factory = loop_factory(args.loop, args.transport) if in_process else loop_factory(args.loop)
+        # This process's loop: the members' own when they run here (loopback); each member process applies the
+        # same policy to the loop its config names. Also says at once when uvloop is asked for but missing.
+        factory = loop_factory(args.loop, args.transport)
         try:
-            if in_process:
+            if args.transport == "loopback":
                 main = run_demo(
                     parties=args.parties, clients=args.clients, rounds=args.rounds, size=args.size, out=sys.stdout
                 )
@@ -214,7 +216,7 @@ def _demo(parser: argparse.ArgumentParser) -> Runner:
                     out=sys.stdout,
                     event_loop=args.loop,
                 )
-            result = run_interruptible(main, factory if in_process else None)
+            result = run_interruptible(main, factory)
         except Interrupted as exc:  # every process it started has been stopped and reaped
             print(f"stoffelnet: {exc}; every member was stopped", file=sys.stderr)
             return exc.exit_status
