@@ -7,8 +7,9 @@ authenticate for real without being refused as a duplicate of the connected clie
 
 Over QUIC the acceptor proves its key in aioquic's TLS, but the dialer does not: it proves its key in core's
 handshake (Handshake, the acceptor's Handshake with a fresh nonce, then a `Proof`). The attackers here are raw
-aioquic clients (and one raw aioquic server) that speak core's mux and codec on QUIC stream 0 by hand, so every
-step of that exchange can be skipped, forged or replayed.
+aioquic clients (and one raw aioquic server) that speak core's codec on core's native streams by hand (what
+`testing.hostile`'s frame helpers make for a byte pipe, spread over QUIC streams by `NativeWriter`), so every step
+of that exchange can be skipped, forged or replayed.
 
 Every wait is bounded by `TIMEOUT`; nothing sleeps to synchronise: log records and QUIC events are awaited.
 """
@@ -35,7 +36,7 @@ from stoffelnet_core.bench.support import make_keys
 from stoffelnet_core.config import TLSConfig
 from stoffelnet_core.frames import Envelope, Handshake, Proof
 from stoffelnet_core.ids import Address, ClientType
-from stoffelnet_core.mux import DATA, HEADER, WINDOW_UPDATE
+from stoffelnet_core.mux import DATA, HEADER, PREFIX
 from stoffelnet_core.network import Network
 from stoffelnet_core.proof import proof_message
 from stoffelnet_core.testing.hostile import (
@@ -46,7 +47,7 @@ from stoffelnet_core.testing.hostile import (
     start_victim,
 )
 from stoffelnet_core.transport import BytePipe, Credentials, TransportContext
-from stoffelnet_quic.transport import ALPN, STREAM, QuicListener, QuicPipe, QuicTransport, _Endpoint
+from stoffelnet_quic.transport import ALPN, QuicListener, QuicPipe, QuicTransport, _Endpoint
 
 ALPN_PARTY = ALPN[ClientType.SERVER]
 ALPN_CLIENT = ALPN[ClientType.CLIENT]
@@ -104,46 +105,90 @@ def sign(
     return Proof(certificate, signature)
 
 
-class MuxReader:
-    """Parses what a peer wrote on stream 0: control envelopes (channel 0) and the bytes of every other channel."""
+class StreamsReader:
+    """Parses what a peer wrote on its native streams: control envelopes (channel 0) and the bytes of every other
+    channel."""
 
     def __init__(self) -> None:
         self.control: list[Envelope] = []
-        self.app_bytes = 0  # bytes of DATA frames on channels other than 0
-        self._buf = bytearray()
+        self.app_bytes = 0  # bytes of channels other than 0
+        self._channels: dict[int, int] = {}  # QUIC stream id -> channel (-1: the stream of window updates)
+        self._prefixes: dict[int, bytearray] = {}
         self._decoder = codec.FrameDecoder()
 
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-        while len(self._buf) >= HEADER.size:
-            kind, channel, length = HEADER.unpack_from(self._buf)
-            if kind == WINDOW_UPDATE:
-                del self._buf[: HEADER.size]
-                continue
-            assert kind == DATA, f"unexpected mux frame type {kind}"
-            if len(self._buf) < HEADER.size + length:
+    def feed(self, stream_id: int, data: bytes) -> None:
+        channel = self._channels.get(stream_id)
+        if channel is None:
+            prefix = self._prefixes.setdefault(stream_id, bytearray())
+            prefix += data
+            if len(prefix) < PREFIX.size:
                 return
-            body = bytes(self._buf[HEADER.size : HEADER.size + length])
-            del self._buf[: HEADER.size + length]
-            if channel == 0:
-                self.control += [envelope for envelope, _ in self._decoder.feed(body)]
+            kind, channel = PREFIX.unpack_from(prefix)
+            data = bytes(prefix[PREFIX.size :])
+            del self._prefixes[stream_id]
+            channel = self._channels[stream_id] = channel if kind == DATA else -1
+        if channel == 0:
+            self.control += [envelope for envelope, _ in self._decoder.feed(data)]
+        elif channel > 0:
+            self.app_bytes += len(data)
+
+
+class NativeWriter:
+    """Writes what `testing.hostile`'s helpers make for a byte pipe (mux frames) the way core writes native
+    streams: each channel's bytes on a unidirectional QUIC stream of its own, opened with its prefix; window updates
+    (and any other frame type, as it is) on one more. Bytes are forwarded as they come: a frame cut short stays
+    cut short on its stream."""
+
+    def __init__(self, quic: QuicConnection, kind: int) -> None:
+        self._quic = quic
+        self._kind = kind  # 2: a dialer's unidirectional streams, 3: an acceptor's
+        self._numbers: dict[int, int] = {}  # channel (-1: window updates) -> our stream number
+        self._buf = bytearray()
+        self._remaining = 0
+        self._current = 0
+
+    def write(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        while buf:
+            if self._remaining:
+                take = min(self._remaining, len(buf))
+                self._emit(self._current, DATA, bytes(buf[:take]))
+                del buf[:take]
+                self._remaining -= take
+            elif len(buf) >= HEADER.size:
+                kind, channel, length = HEADER.unpack_from(buf)
+                if kind == DATA:
+                    self._current, self._remaining = channel, length
+                    del buf[: HEADER.size]
+                else:
+                    self._emit(-1, kind, bytes(buf[: HEADER.size]))
+                    del buf[: HEADER.size]
             else:
-                self.app_bytes += length
+                break
+
+    def _emit(self, channel: int, kind: int, data: bytes) -> None:
+        number = self._numbers.get(channel)
+        if number is None:
+            number = self._numbers[channel] = len(self._numbers)
+            data = PREFIX.pack(kind, max(channel, 0)) + data
+        self._quic.send_stream_data(number * 4 + self._kind, data)
 
 
 class _RawProtocol(QuicConnectionProtocol):
-    """aioquic's protocol, recording stream 0 and the end of the connection."""
+    """aioquic's protocol, recording the party's streams and the end of the connection."""
 
     def __init__(self, quic: QuicConnection, **kwargs: Any) -> None:
         super().__init__(quic, **kwargs)
-        self.reader = MuxReader()
+        self.reader = StreamsReader()
+        self.writer = NativeWriter(quic, 2)
         self.fin = False
         self.terminated: ConnectionTerminated | None = None
         self.changed = asyncio.Event()
 
     def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, StreamDataReceived) and event.stream_id == STREAM:
-            self.reader.feed(event.data)
+        if isinstance(event, StreamDataReceived):
+            self.reader.feed(event.stream_id, event.data)
             self.fin = self.fin or event.end_stream
         elif isinstance(event, ConnectionTerminated):
             self.terminated = event
@@ -161,7 +206,7 @@ def client_configuration(tls: TLSConfig | None, alpn: str) -> QuicConfiguration:
 
 
 class RawQuicPeer:
-    """One QUIC connection to a party, with core's mux and codec on stream 0 written by hand."""
+    """One QUIC connection to a party, with core's native streams and codec written by hand."""
 
     def __init__(self, transport: asyncio.DatagramTransport, protocol: _RawProtocol) -> None:
         self.transport = transport
@@ -195,7 +240,8 @@ class RawQuicPeer:
         return self.protocol.reader.control
 
     def send(self, data: bytes) -> None:
-        self.protocol._quic.send_stream_data(STREAM, data)
+        """Mux frames (`testing.hostile`'s helpers), written as core writes its native streams."""
+        self.protocol.writer.write(data)
         self.protocol.transmit()
 
     async def read_handshake(self) -> Handshake:
@@ -210,7 +256,7 @@ class RawQuicPeer:
                 await self.protocol.changed.wait()
 
     async def expect_closed(self) -> ConnectionTerminated | None:
-        """Wait until the party ends the connection (CONNECTION_CLOSE, or its FIN on stream 0); then hang up."""
+        """Wait until the party ends the connection (CONNECTION_CLOSE, or the FIN of a stream); then hang up."""
         async with asyncio.timeout(TIMEOUT):
             while self.protocol.terminated is None and not self.protocol.fin:
                 self.protocol.changed.clear()
@@ -235,14 +281,15 @@ class _AnsweringProtocol(QuicConnectionProtocol):
     def __init__(self, quic: QuicConnection, listener: FakeQuicListener, **kwargs: Any) -> None:
         super().__init__(quic, **kwargs)
         self._listener = listener
-        self._reader = MuxReader()
+        self._reader = StreamsReader()
+        self._writer = NativeWriter(quic, 3)
         self._seen = 0
         self._answered = False
 
     def quic_event_received(self, event: QuicEvent) -> None:
-        if not isinstance(event, StreamDataReceived) or event.stream_id != STREAM:
+        if not isinstance(event, StreamDataReceived):
             return
-        self._reader.feed(event.data)
+        self._reader.feed(event.stream_id, event.data)
         listener = self._listener
         for envelope in self._reader.control[self._seen :]:
             if isinstance(envelope, Handshake):
@@ -252,13 +299,13 @@ class _AnsweringProtocol(QuicConnectionProtocol):
         self._seen = len(self._reader.control)
         if listener.answer is not None and listener.claims and not self._answered:
             self._answered = True
-            self._quic.send_stream_data(STREAM, control_frame(listener.answer))
+            self._writer.write(control_frame(listener.answer))
             self.transmit()
 
 
 class FakeQuicListener:
     """An aioquic server presenting `tls`'s certificate; it counts dials (new QUIC connections), records every claim
-    and proof a dialer sends on stream 0, and answers the first Handshake of each connection with `answer`."""
+    and proof a dialer sends, and answers the first Handshake of each connection with `answer`."""
 
     def __init__(self, tls: TLSConfig, answer: Handshake | None) -> None:
         self._tls = tls

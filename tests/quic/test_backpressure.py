@@ -18,7 +18,7 @@ import pytest
 
 from stoffelnet_core.network import Network
 from stoffelnet_core.testing import local_network
-from stoffelnet_quic.transport import STREAM, QuicPipe
+from stoffelnet_quic.transport import QuicPipe
 
 from .conftest import ENGINES, pipe_pair
 
@@ -44,6 +44,9 @@ class Received:
     def data_received(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         self.changed.set()
+
+    def stream_data_received(self, index: int, data: bytes | memoryview) -> None:
+        self.data_received(data)
 
     def eof_received(self) -> None:
         """Not expected here."""
@@ -83,7 +86,7 @@ async def test_the_engine_still_reports_a_streams_unsent_bytes(engine: str) -> N
         received = Received()
         other.set_receiver(received)
         assert pipe.unsent() == 0
-        pipe._quic.send_stream_data(STREAM, b"x" * 300_000)  # straight into the engine: nothing sent yet
+        pipe._quic.send_stream_data(pipe.stream_id(0), b"x" * 300_000)  # straight into the engine: nothing sent yet
         assert pipe.unsent() == 300_000
         pipe._protocol.transmit()
         await received.at_least(1)

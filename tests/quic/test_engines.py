@@ -22,11 +22,16 @@ class Collect:
     """A pipe receiver that keeps what arrives."""
 
     def __init__(self) -> None:
-        self.data = bytearray()
+        self.streams: dict[int, bytearray] = {}
+        self.size = 0
         self.changed = asyncio.Event()
 
     def data_received(self, data: bytes | memoryview) -> None:
-        self.data += data
+        raise AssertionError("a QuicPipe delivers per native stream")
+
+    def stream_data_received(self, index: int, data: bytes | memoryview) -> None:
+        self.streams.setdefault(index, bytearray()).extend(data)
+        self.size += len(data)
         self.changed.set()
 
     def eof_received(self) -> None:
@@ -41,25 +46,26 @@ class Collect:
     def resume_writing(self) -> None:
         """See `pause_writing`."""
 
-    async def wait_for(self, size: int) -> bytes:
+    async def wait_for(self, size: int) -> dict[int, bytes]:
         async with asyncio.timeout(TIMEOUT):
-            while len(self.data) < size:
+            while self.size < size:
                 self.changed.clear()
                 await self.changed.wait()
-        return bytes(self.data)
+        return {index: bytes(data) for index, data in self.streams.items()}
 
 
 async def exchange(dialed: QuicPipe, accepted: QuicPipe, size: int) -> None:
-    """`size` bytes each way (the dialer first: it opens the stream); both arrive whole and in order."""
+    """`size` bytes each way on two native streams (the dialer first); each stream arrives whole and in order."""
     got_dialed, got_accepted = Collect(), Collect()
     dialed.set_receiver(got_dialed)
     accepted.set_receiver(got_accepted)
     forth, back = bytes(range(256)) * (size // 256), bytes(reversed(range(256))) * (size // 256)
-    dialed.write(forth)
+    half = size // 2
+    dialed.write_streams([(0, [forth[:half]]), (1, [forth[half:]])])
     assert await got_accepted.wait_for(1)
-    accepted.write(back)
-    assert await got_accepted.wait_for(len(forth)) == forth
-    assert await got_dialed.wait_for(len(back)) == back
+    accepted.write_streams([(0, [back[:half]]), (1, [back[half:]])])
+    assert await got_accepted.wait_for(len(forth)) == {0: forth[:half], 1: forth[half:]}
+    assert await got_dialed.wait_for(len(back)) == {0: back[:half], 1: back[half:]}
 
 
 @pytest.mark.parametrize(("dialer", "acceptor"), [("aioquic", "qh3"), ("qh3", "aioquic")])

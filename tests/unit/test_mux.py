@@ -343,3 +343,83 @@ def test_acknowledging_more_than_buffered_is_refused() -> None:
 def test_a_window_beyond_the_maximum_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="window"):
         Multiplexer(window=MAX_WINDOW + 1)
+
+
+# -- over native streams (QUIC) ---------------------------------------------------------------------------------------
+def native_pump(a: mux.StreamMultiplexer, b: mux.StreamMultiplexer, chunk: int = 0) -> list[mux.Event]:
+    """Move what `a` can send into `b`, stream by stream (in pieces of `chunk` bytes when given)."""
+    events: list[mux.Event] = []
+    for number, chunks in a.streams_to_send():
+        data = b"".join(bytes(c) for c in chunks)
+        step = chunk or len(data)
+        for i in range(0, len(data), step):
+            events += b.receive_stream(number, data[i : i + step])
+    return events
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 3, 5, 9])
+def test_native_streams_carry_each_channel_on_its_own_stream_with_the_same_credit(chunk: int) -> None:
+    a, b = mux.StreamMultiplexer(), mux.StreamMultiplexer()
+    a.send(0, b"control")
+    a.send(5, pattern(5, 3 * DEFAULT_WINDOW))  # more than the credit: the rest waits for b's window updates
+    writes = a.streams_to_send()
+    assert [number for number, _ in writes] == [0, 1]  # numbered in order of first use
+    assert bytes(writes[0][1][0]) == mux.PREFIX.pack(DATA, 0)
+    assert bytes(writes[1][1][0]) == mux.PREFIX.pack(DATA, 5)
+    got: dict[int, bytearray] = defaultdict(bytearray)
+    events = [e for n, chunks in writes for e in b.receive_stream(n, b"".join(bytes(c) for c in chunks))]
+    while events:
+        for event in events:
+            if isinstance(event, StreamDataReceived):
+                got[event.stream] += event.data
+                b.acknowledge(event.stream, len(event.data))
+        back = native_pump(b, a, chunk)  # b's grants, on b's stream of window updates
+        assert all(isinstance(e, CreditAvailable) and e.stream == 5 for e in back)
+        events = native_pump(a, b, chunk)
+    assert got == {0: bytearray(b"control"), 5: bytearray(pattern(5, 3 * DEFAULT_WINDOW))}
+    assert a.queued(5) == 0
+
+
+def test_native_streams_enforce_credit() -> None:
+    b = mux.StreamMultiplexer()
+    b.receive_stream(0, mux.PREFIX.pack(DATA, 1) + bytes(DEFAULT_WINDOW))
+    with pytest.raises(errors.FramingError, match="flow control"):
+        b.receive_stream(0, b"x")
+
+
+@pytest.mark.parametrize(
+    ("streams", "match"),
+    [
+        ([mux.PREFIX.pack(7, 0)], "unknown native stream type"),
+        ([mux.PREFIX.pack(DATA, 1), mux.PREFIX.pack(DATA, 1)], "a second native stream for channel 1"),
+        ([mux.PREFIX.pack(WINDOW_UPDATE, 0), mux.PREFIX.pack(WINDOW_UPDATE, 0)], "a second native stream of window"),
+        ([mux.PREFIX.pack(WINDOW_UPDATE, 0) + HEADER.pack(DATA, 1, 0)], "type 0 on the stream of window updates"),
+        ([mux.PREFIX.pack(WINDOW_UPDATE, 0) + HEADER.pack(WINDOW_UPDATE, 1, 0)], "invalid window update"),
+    ],
+)
+def test_native_stream_violations_are_framing_errors(streams: list[bytes], match: str) -> None:
+    b = mux.StreamMultiplexer()
+    for number, data in enumerate(streams[:-1]):
+        b.receive_stream(number, data)
+    with pytest.raises(errors.FramingError, match=match):
+        b.receive_stream(len(streams) - 1, streams[-1])
+
+
+def test_native_streams_are_bounded_and_a_cut_window_update_is_caught_at_the_end() -> None:
+    b = mux.StreamMultiplexer(max_streams=4)
+    for number in range(5):
+        b.receive_stream(number, b"\0")  # prefixes begun, never finished: each still counts
+    with pytest.raises(errors.FramingError, match="more than 5 native streams"):
+        b.receive_stream(5, b"\0")
+    c = mux.StreamMultiplexer()
+    c.receive_stream(0, mux.PREFIX.pack(WINDOW_UPDATE, 0) + HEADER.pack(WINDOW_UPDATE, 1, 10)[:4])
+    with pytest.raises(errors.FramingError, match="inside a window update"):
+        c.eof()
+
+
+def test_a_native_multiplexer_has_no_byte_pipe_side() -> None:
+    m = mux.StreamMultiplexer()
+    with pytest.raises(errors.InvalidState):
+        m.data_to_send()
+    with pytest.raises(errors.InvalidState):
+        m.receive_data(b"")

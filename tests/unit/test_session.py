@@ -570,3 +570,55 @@ def test_alpn_role_must_match_the_claimed_role() -> None:
     claim = Handshake("server", 0, PROTOCOL_VERSION, b"s", b"n")
     with pytest.raises(errors.AuthenticationError, match="negotiated 'stoffelnet/1-client' in TLS but claims"):
         identity.verify_peer(claim, link, identity.Expectation(PARTIES, accept_parties_below=1))
+
+
+# -- channels on independent native streams (QUIC) -------------------------------------------------------------------
+def make_unordered(dialer: bool) -> Session:
+    return Session(
+        role=ClientType.SERVER,
+        local_id=0 if dialer else 1,
+        dialer=dialer,
+        verify=dialer_verify if dialer else acceptor_verify,
+        session_id=b"S0" if dialer else b"S1",
+        unordered=True,
+    )
+
+
+def test_over_native_streams_the_dialer_holds_data_that_overtook_the_acceptors_handshake() -> None:
+    """The acceptor's first message may arrive before its Handshake (another QUIC stream): the dialer keeps it
+    unread, returns no credit for it, and delivers it right after the acceptor is proven."""
+    dialer, acceptor = make_unordered(True), make_unordered(False)
+    dialer.initiate()
+    deliver(dialer, acceptor)
+    [(control, reply)] = acceptor.data_to_send()
+    early = acceptor.send_data(3, b"first")
+    assert dialer.receive_data(channel_for(3), memoryview(early)) == []  # held: nothing delivered, nothing returned
+    events = dialer.receive_data(control, reply)
+    assert events[0] == HandshakeCompleted(PeerIdentity(ClientType.SERVER, 1, b"S1"))
+    [message] = [e for e in events if isinstance(e, MessageReceived)]
+    assert (message.stream, message.seq, message.payload) == (3, 0, b"first")
+    assert credit_of(events) == len(reply) + len(early)
+
+
+def test_over_native_streams_an_acceptor_still_refuses_data_before_the_handshake() -> None:
+    """Only the acceptor's data can legitimately overtake (the dialer sends only once accepted): an unproven dialer
+    gets nothing held."""
+    acceptor = make_unordered(False)
+    with pytest.raises(errors.FramingError, match="before the handshake"):
+        acceptor.receive_data(channel_for(0), codec.encode(Data(0, 0, None, b"early")))
+
+
+def test_over_native_streams_data_may_arrive_after_the_peers_close() -> None:
+    """The peer's Close orders only its control channel: its last messages may come after it, and are delivered."""
+    dialer, acceptor = make_unordered(True), make_unordered(False)
+    dialer.initiate()
+    deliver(dialer, acceptor)
+    deliver(acceptor, dialer)
+    frame = dialer.send_data(0, b"late")
+    dialer.close()
+    deliver(dialer, acceptor)
+    acceptor.close()
+    deliver(acceptor, dialer)
+    assert acceptor.state is SessionState.CLOSED
+    [message] = [e for e in acceptor.receive_data(channel_for(0), frame) if isinstance(e, MessageReceived)]
+    assert message.payload == b"late"

@@ -1,8 +1,9 @@
 """Several ordered byte streams over one byte pipe, with per-stream credit-based flow control. No I/O here.
 
-Used by transports whose connection is a single byte pipe (TCP+TLS, in-memory pairs, Unix sockets); QUIC has
-native streams instead. Each mux frame is a 9-byte header -- type (1 byte), stream id (4), length (4), big-endian
--- followed, for DATA, by `length` bytes of that stream. WINDOW_UPDATE carries a credit increment in `length`.
+Used by transports whose connection is a single byte pipe (TCP+TLS, in-memory pairs, Unix sockets); over a
+transport's native streams (QUIC) `StreamMultiplexer` carries the same channels and credit. Each mux frame is a
+9-byte header -- type (1 byte), stream id (4), length (4), big-endian -- followed, for DATA, by `length` bytes of
+that stream. WINDOW_UPDATE carries a credit increment in `length`.
 
 Every stream starts with `flow.DEFAULT_WINDOW` bytes of credit in each direction; a receiver wanting a larger
 window grants the difference when it first sees the stream. A peer that sends beyond its credit, an unknown frame
@@ -25,10 +26,12 @@ __all__ = [
     "DATA",
     "HEADER",
     "MAX_STREAMS",
+    "PREFIX",
     "WINDOW_UPDATE",
     "CreditAvailable",
     "Multiplexer",
     "StreamDataReceived",
+    "StreamMultiplexer",
 ]
 
 HEADER = struct.Struct(">BII")
@@ -171,52 +174,63 @@ class Multiplexer:
         """Everything that can be written now: window updates first, then data as far as credit allows."""
         result: list[bytes | bytearray | memoryview] = []
         if self._grants:
-            pack = HEADER.pack
-            result.extend(pack(WINDOW_UPDATE, s, n) for s, n in self._grants.items())
-            self._grants.clear()
+            result += self._take_grants()
         ready = self._ready
         if not ready:
             return result
         for stream in list(ready):
-            out = self._out[stream]
-            window = out.window
-            queued = out.queued
-            n = window.available
-            if 0 < queued <= n:  # the common case: everything queued fits in the credit, no chunk is split
-                window.available = n - queued
-                out.queued = 0
-                out.open = None  # handed out: never appended to again
-                result.append(_pack_header(DATA, stream, queued))
-                chunks = out.chunks
+            n, chunks = self._take(stream)
+            if n:
+                result.append(_pack_header(DATA, stream, n))
                 result += chunks
-                chunks.clear()
-                del ready[stream]
-                continue
-            n = min(n, queued)
-            if n <= 0:
-                continue  # no credit: stays ready until the peer grants some
-            out.open = None  # part of it may be handed out (and viewed): never appended to again
-            window.consume(n)
-            out.queued -= n
-            result.append(_pack_header(DATA, stream, n))
-            chunks = out.chunks
-            left = n
-            while left:
-                chunk = chunks[0]
-                size = len(chunk)
-                if size <= left:
-                    chunks.popleft()
-                    result.append(chunk)
-                    left -= size
-                else:
-                    view = memoryview(chunk)
-                    result.append(view[:left])
-                    chunks[0] = view[left:]
-                    left = 0
-            del ready[stream]
-            if out.queued:
-                ready[stream] = None  # to the back: round robin between streams
         return result
+
+    def _take_grants(self) -> list[bytes]:
+        pack = HEADER.pack
+        grants = [pack(WINDOW_UPDATE, s, n) for s, n in self._grants.items()]
+        self._grants.clear()
+        return grants
+
+    def _take(self, stream: int) -> tuple[int, list[bytes | bytearray | memoryview]]:
+        """What the credit allows of a ready stream's queue now: (bytes, the chunks holding them), in order."""
+        ready = self._ready
+        out = self._out[stream]
+        window = out.window
+        queued = out.queued
+        n = window.available
+        if 0 < queued <= n:  # the common case: everything queued fits in the credit, no chunk is split
+            window.available = n - queued
+            out.queued = 0
+            out.open = None  # handed out: never appended to again
+            whole = list(out.chunks)
+            out.chunks.clear()
+            del ready[stream]
+            return queued, whole
+        n = min(n, queued)
+        if n <= 0:
+            return 0, []  # no credit: stays ready until the peer grants some
+        out.open = None  # part of it may be handed out (and viewed): never appended to again
+        window.consume(n)
+        out.queued -= n
+        result: list[bytes | bytearray | memoryview] = []
+        chunks = out.chunks
+        left = n
+        while left:
+            chunk = chunks[0]
+            size = len(chunk)
+            if size <= left:
+                chunks.popleft()
+                result.append(chunk)
+                left -= size
+            else:
+                view = memoryview(chunk)
+                result.append(view[:left])
+                chunks[0] = view[left:]
+                left = 0
+        del ready[stream]
+        if out.queued:
+            ready[stream] = None  # to the back: round robin between streams
+        return n, result
 
     # -- receiving -----------------------------------------------------------------------------------------------
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
@@ -338,3 +352,136 @@ class Multiplexer:
         """Bytes received on `stream` and not yet acknowledged."""
         window = self._in.get(stream)
         return window.buffered if window is not None else 0
+
+
+PREFIX = struct.Struct(">BI")  # a native stream's first bytes: DATA and the channel it carries, or WINDOW_UPDATE
+_CREDIT = -1  # the channel of the peer's native stream that carries its window updates
+
+
+class StreamMultiplexer(Multiplexer):
+    """Core's channels and credit over a transport's native streams (`transport.StreamPipe`, i.e. QUIC).
+
+    Each channel travels on a native stream of its own, without per-frame headers: a stream starts with a 5-byte
+    prefix, type DATA and the channel id (as in a mux header), and the channel's bytes follow. This side's window
+    updates travel on one more stream, whose prefix has type WINDOW_UPDATE, as 9-byte WINDOW_UPDATE frames. Native
+    streams are numbered from 0 in order of first use, in each direction (dense, as QUIC's stream limits expect);
+    the transport maps the numbers to its own ids. Credit works exactly as over one byte pipe, so a native stream's
+    own flow control never has to hold anything back: core's credit bounds what a peer may send on each channel
+    and what an unread channel holds.
+    """
+
+    def __init__(self, *, window: int = DEFAULT_WINDOW, max_streams: int = MAX_STREAMS) -> None:
+        super().__init__(window=window, max_streams=max_streams)
+        self._numbers: dict[int, int] = {}  # our channel -> our native stream number (_CREDIT: our grants')
+        self._peer: dict[int, int] = {}  # the peer's native stream number -> the channel it carries, or _CREDIT
+        self._prefixes: dict[int, bytearray] = {}  # the peer's streams whose prefix is still incomplete
+        self._credit_rest = bytearray()  # a window update cut by a read
+
+    def _number(self, channel: int, kind: int) -> tuple[int, bytes | None]:
+        """Our native stream for `channel`, and the prefix to write first when it is new."""
+        number = self._numbers.get(channel)
+        if number is not None:
+            return number, None
+        number = self._numbers[channel] = len(self._numbers)
+        return number, PREFIX.pack(kind, max(channel, 0))
+
+    def streams_to_send(self) -> list[tuple[int, list[bytes | bytearray | memoryview]]]:
+        """Everything that can be written now, as ``(native stream number, chunks)``: window updates first."""
+        writes: list[tuple[int, list[bytes | bytearray | memoryview]]] = []
+        if self._grants:
+            number, prefix = self._number(_CREDIT, WINDOW_UPDATE)
+            grants: list[bytes | bytearray | memoryview] = [prefix] if prefix else []
+            grants += self._take_grants()
+            writes.append((number, grants))
+        for channel in list(self._ready):
+            n, chunks = self._take(channel)
+            if n:
+                number, prefix = self._number(channel, DATA)
+                if prefix:
+                    chunks.insert(0, prefix)
+                writes.append((number, chunks))
+        return writes
+
+    def data_to_send(self) -> list[bytes | bytearray | memoryview]:
+        raise errors.InvalidState("a StreamMultiplexer writes per native stream: streams_to_send")
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        raise errors.InvalidState("a StreamMultiplexer reads per native stream: receive_stream")
+
+    def receive_whole(
+        self, data: memoryview, take: Callable[[int, memoryview, int, int], list[T] | None]
+    ) -> tuple[int, list[T]]:
+        return 0, []
+
+    def receive_stream(self, number: int, data: bytes | memoryview) -> list[Event]:
+        """Bytes of the peer's native stream `number`; raises `FramingError` on a protocol violation.
+
+        A data stream's bytes come back as one `StreamDataReceived` (a view of `data`, not a copy)."""
+        view = data if type(data) is memoryview else memoryview(data)
+        channel = self._peer.get(number)
+        if channel is None:
+            view, found = self._read_prefix(number, view)
+            if found is None:
+                return []
+            channel = found
+        if channel == _CREDIT:
+            return self._receive_credit(view)
+        n = len(view)
+        if not n:
+            return []
+        window = self._in.get(channel)
+        if window is None:
+            window = self._open_inbound(channel)
+        if n > window.outstanding:
+            window.received(n)  # raises: the peer had no credit for this
+        window.outstanding -= n
+        return [_new_event(StreamDataReceived, (channel, view))]
+
+    def _read_prefix(self, number: int, view: memoryview) -> tuple[memoryview, int | None]:
+        prefix = self._prefixes.get(number)
+        if prefix is None:
+            if len(self._peer) + len(self._prefixes) > self.max_streams:
+                raise errors.FramingError(f"peer opened more than {self.max_streams + 1} native streams")
+            prefix = self._prefixes[number] = bytearray()
+        need = PREFIX.size - len(prefix)
+        prefix += view[:need]
+        view = view[need:]
+        if len(prefix) < PREFIX.size:
+            return view, None
+        del self._prefixes[number]
+        kind, channel = PREFIX.unpack(prefix)
+        if kind == WINDOW_UPDATE:
+            if _CREDIT in self._peer.values():
+                raise errors.FramingError("a second native stream of window updates")
+            channel = _CREDIT
+        elif kind != DATA:
+            raise errors.FramingError(f"unknown native stream type {kind}")
+        elif channel in self._peer.values():
+            raise errors.FramingError(f"a second native stream for channel {channel}")
+        self._peer[number] = channel
+        return view, channel
+
+    def _receive_credit(self, view: memoryview) -> list[Event]:
+        rest = self._credit_rest
+        if rest:
+            rest += view
+            view = memoryview(bytes(rest))
+            rest.clear()
+        events: list[Event] = []
+        pos, end = 0, len(view)
+        while end - pos >= _HEADER_SIZE:
+            kind, stream, length = _unpack_header(view, pos)
+            pos += _HEADER_SIZE
+            if kind != WINDOW_UPDATE:
+                raise errors.FramingError(f"mux frame type {kind} on the stream of window updates")
+            out = self._out.get(stream)
+            if out is None:
+                out = self._out[stream] = _Outbound()
+            out.window.grant(length)
+            events.append(CreditAvailable(stream))
+        rest += view[pos:]
+        return events
+
+    def eof(self) -> None:
+        if self._credit_rest:
+            raise errors.FramingError(f"stream ended inside a window update ({len(self._credit_rest)} bytes)")

@@ -36,7 +36,7 @@ from .ids import Address, ClientId, ClientType, Node, PartyId
 from .inbox import Inbox
 from .peer import ConnectionState, CreditSource, PeerConnection
 from .resume import Ledger
-from .transport import BytePipe, Credentials, Listener, Transport, TransportContext
+from .transport import BytePipe, Credentials, Listener, StreamPipe, Transport, TransportContext
 
 __all__ = ["Client", "Network", "NetworkManager", "NetworkStats", "PeerStats", "open_client", "open_network"]
 
@@ -499,6 +499,7 @@ class _Member:
             local_fingerprint=own.fingerprint if own is not None else "",
             admit=self._admit,
             resend_limit=self.config.resend_buffer_bytes,
+            unordered=isinstance(pipe, StreamPipe),  # channels on independent native streams
         )
         return PeerConnection(
             pipe,

@@ -17,13 +17,13 @@ import asyncio
 import enum
 import logging
 import operator
-from typing import Protocol
+from typing import Protocol, cast
 
 from . import errors, mux, session
 from .frames import Tag
 from .ids import Address, ClientType
 from .resume import Ledger
-from .transport import BytePipe, LinkInfo
+from .transport import BytePipe, LinkInfo, StreamPipe
 
 __all__ = ["ConnectionState", "MessageSink", "PeerConnection"]
 
@@ -86,6 +86,11 @@ class _Link:
         if conn._link is self:
             conn._data_received(data)
 
+    def stream_data_received(self, index: int, data: bytes | memoryview) -> None:
+        conn = self.conn
+        if conn._link is self:
+            conn._data_received(data, index)
+
     def eof_received(self) -> None:
         if self.conn._link is self:
             self.conn._eof_received()
@@ -135,7 +140,8 @@ class PeerConnection:
         self._pipe = pipe
         self._session = sess
         self._window = window
-        self._mux = mux.Multiplexer(window=window)
+        self._native = isinstance(pipe, StreamPipe)  # core's channels on the transport's own streams (QUIC)
+        self._mux = mux.StreamMultiplexer(window=window) if self._native else mux.Multiplexer(window=window)
         self._link = _Link(self, pipe, sess, self._mux)
         self._ledger: Ledger | None = None  # the peer's sequence state, once it is proven
         self._closing = False  # close() began: a resumed connection goes on closing
@@ -343,12 +349,19 @@ class PeerConnection:
                 self._mux.send(channel, frame)
         if self._write_paused:
             return
-        chunks = self._mux.data_to_send()
-        if chunks:
+        if self._native:
+            writes = cast(mux.StreamMultiplexer, self._mux).streams_to_send()
+            if not writes:
+                return
+            cast(StreamPipe, self._pipe).write_streams(writes)
+        else:
+            chunks = self._mux.data_to_send()
+            if not chunks:
+                return
             self._pipe.writelines(chunks)
-            self._last_out = self._loop.time()
-            if self._send_waiters:
-                self._wake_senders()
+        self._last_out = self._loop.time()
+        if self._send_waiters:
+            self._wake_senders()
 
     def _keepalive_tick(self) -> None:
         if self.state in (ConnectionState.CLOSED, ConnectionState.DISCONNECTED) or self._adopted_by is not None:
@@ -388,10 +401,14 @@ class PeerConnection:
             self._schedule_flush()
 
     # -- from the current _Link ------------------------------------------------------------------------------------
-    def _data_received(self, data: bytes | memoryview) -> None:
+    def _data_received(self, data: bytes | memoryview, index: int = -1) -> None:
+        """Bytes of the pipe, or (`index` >= 0) of the peer's native stream `index`."""
         self._last_in = self._loop.time()
         try:
-            self._receive(data)
+            if index < 0:
+                self._receive(data)
+            else:
+                self._process(cast(mux.StreamMultiplexer, self._mux).receive_stream(index, data), [])
         except errors.StoffelnetError as exc:
             self._protocol_error(exc)
         except Exception as exc:  # a bug: never let it take down the event loop's other connections
@@ -399,15 +416,19 @@ class PeerConnection:
             self._protocol_error(errors.ReceiveFailed(f"internal error: {exc!r}"))
 
     def _receive(self, data: bytes | memoryview) -> None:
+        # Whole data frames first, in few steps (the common read); the rest, if any, through the full path.
+        view = data if type(data) is memoryview else memoryview(data)
+        consumed, batch = self._mux.receive_whole(view, self._session.receive_whole)
+        self._process(self._mux.receive_data(view[consumed:]) if consumed < len(view) else [], batch)
+
+    def _process(self, mux_events: list[mux.Event], batch: list[session.MessageReceived]) -> None:
+        """The mux's events, after the messages in `batch`: through the session, then delivered in order."""
         sess = self._session
         sink = self._sink
         link = self._link
         mx = self._mux
         owner = self  # after a resume handshake, the connection this pipe now serves
-        # Whole data frames first, in few steps (the common read); the rest, if any, through the full path.
-        view = data if type(data) is memoryview else memoryview(data)
-        consumed, batch = mx.receive_whole(view, sess.receive_whole)
-        for event in mx.receive_data(view[consumed:]) if consumed < len(view) else ():
+        for event in mux_events:
             if type(event) is mux.StreamDataReceived:
                 events = sess.receive_data(event.stream, event.data)
                 if event.stream != session.CONTROL_CHANNEL:  # messages, and at most one CreditReturned last

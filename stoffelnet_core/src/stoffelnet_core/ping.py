@@ -206,6 +206,9 @@ class _Closing:
     def data_received(self, data: bytes | memoryview) -> None:
         pass
 
+    def stream_data_received(self, index: int, data: bytes | memoryview) -> None:
+        pass
+
     def eof_received(self) -> None:
         pass
 

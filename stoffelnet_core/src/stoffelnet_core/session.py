@@ -11,7 +11,9 @@ The rules, all enforced here:
   the peer's `resume.Ledger`, which outlives the connection: a resumed connection first carries again what was
   not acknowledged, and such a resent duplicate is dropped here, only before the first new message of a stream);
 - an Ack acknowledges only what was sent;
-- after the peer's Close nothing more may arrive.
+- after the peer's Close nothing more may arrive (over native streams only on the control channel: data of other
+  channels may still be on the way, and the acceptor's first data may overtake its Handshake, so the dialer holds
+  it until the acceptor is proven).
 Any violation raises `FramingError` (or `AuthenticationError` from `verify`) and the session is failed.
 
 Flow-control credit: a message's bytes are returned to the peer when the application consumes the message
@@ -177,6 +179,7 @@ class Session:
         max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
         admit: Admitter | None = None,
         resend_limit: int = DEFAULT_RESEND_LIMIT,
+        unordered: bool = False,
     ) -> None:
         self.role = role
         self.local_id = local_id
@@ -200,6 +203,11 @@ class Session:
         self.ledger: Ledger | None = None  # set when the peer is proven (see `Admitter`)
         self._outgoing: list[tuple[int, bytes]] = []
         self._initiated = False
+        # Channels on independent native streams (QUIC) keep no order between them: the acceptor's first data may
+        # overtake its Handshake or Accepted (the dialer holds it, unread, until the acceptor is proven), and the
+        # peer's data may arrive after its Close (which orders only the control channel).
+        self._unordered = unordered
+        self._early: list[tuple[int, bytes]] = []
 
     # -- outgoing ------------------------------------------------------------------------------------------------
     def initiate(self) -> None:
@@ -262,12 +270,20 @@ class Session:
         """
         if self.state is SessionState.FAILED:
             raise errors.InvalidState("session has failed", state=self.state)
+        if self._unordered and self.dialer and channel != CONTROL_CHANNEL and self.state is SessionState.HANDSHAKING:
+            self._early.append((channel, bytes(data)))  # bounded by the credit the peer had: nothing is returned
+            return []
         ch = self._channels.get(channel)
         if ch is None:
             ch = self._channels[channel] = _Channel(self._max_frame_size)
         rx = ch.rx
         if rx is None or type(data) is not memoryview or self.state is not SessionState.OPEN or self.received_close:
-            return self._receive(channel, ch, data)
+            received = self._receive(channel, ch, data)
+            if self._early and self.state is SessionState.OPEN:
+                early, self._early = self._early, []
+                for held_channel, held in early:
+                    received += self.receive_data(held_channel, memoryview(held))
+            return received
         # An open data channel: the run of whole, in-order Data frames takes few steps (`codec.read_messages`); a
         # frame cut by the previous read is completed first, and what the run does not cover goes the usual way,
         # exactly as if each part had come in a read of its own.
@@ -311,7 +327,7 @@ class Session:
             if rx is None and self.ledger is not None and channel != CONTROL_CHANNEL:
                 rx = ch.rx = self.ledger.receiver(stream_no)
             seq = rx.next if rx is not None else 0
-            accepting = self.state is SessionState.OPEN and not self.received_close  # changes only on control frames
+            accepting = self._accepting()  # changes only on control frames
             held = 0
             for envelope, size in frames:
                 credit = size - already
@@ -357,7 +373,7 @@ class Session:
                     if freed:
                         events.append(Acknowledged(freed))
                 # a Ping is only proof of life
-                accepting = self.state is SessionState.OPEN and not self.received_close
+                accepting = self._accepting()
             if rx is not None:
                 if held:
                     rx.next = seq
@@ -424,6 +440,12 @@ class Session:
         else:
             self.ledger = Ledger(self._resend_limit, self._max_frame_size)
         return peer
+
+    def _accepting(self) -> bool:
+        """Whether Data may arrive now."""
+        if self._unordered:
+            return self.state is SessionState.OPEN or (self.state is SessionState.CLOSED and self.peer is not None)
+        return self.state is SessionState.OPEN and not self.received_close
 
     def _refuse_data(self) -> None:
         if self.state is SessionState.CLOSED or self.received_close:

@@ -27,6 +27,7 @@ __all__ = [
     "LinkInfo",
     "Listener",
     "PipeReceiver",
+    "StreamPipe",
     "Transport",
     "TransportContext",
     "read_options",
@@ -66,6 +67,10 @@ class PipeReceiver(Protocol):
     def pause_writing(self) -> None: ...
 
     def resume_writing(self) -> None: ...
+
+    def stream_data_received(self, index: int, data: bytes | memoryview) -> None:
+        """For a `StreamPipe`: the next bytes of the peer's native stream number `index` (same validity as
+        `data_received`)."""
 
 
 class BytePipe(abc.ABC):
@@ -108,6 +113,27 @@ class BytePipe(abc.ABC):
     @abc.abstractmethod
     def is_closing(self) -> bool:
         """True once `close` or `abort` was called or the connection ended."""
+
+
+class StreamPipe(BytePipe):
+    """A connection with native, independent, ordered streams (QUIC): core writes each of its channels, and its
+    flow-control credit, to a native stream of its own, so that a stream held up (unread, or waiting for a lost
+    packet) never holds up another.
+
+    Core numbers its native streams 0, 1, 2 ... in order of first use, in each direction, and says in each stream's
+    first bytes what it carries (`mux.StreamMultiplexer`); the transport maps our numbers to its own stream ids and
+    the peer's ids back to numbers (QUIC: number ``i`` is our ``i``-th unidirectional stream). It calls the
+    receiver's `stream_data_received` for arriving bytes, and `eof_received` once every stream of the peer ended.
+    Nothing is written through `write`/`writelines`.
+    """
+
+    @abc.abstractmethod
+    def write_streams(self, writes: list[tuple[int, list[bytes | bytearray | memoryview]]]) -> None:
+        """Queue each ``(number, chunks)``: the chunks go, in order, to our native stream `number` (one call per
+        flush of core's, so that the transport can send once). Never blocks; `pause_writing` as for `write`."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        raise NotImplementedError("a StreamPipe is written per stream: write_streams")
 
 
 class Listener(abc.ABC):

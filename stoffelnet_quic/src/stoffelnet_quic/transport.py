@@ -12,11 +12,13 @@ layer: `_Protocol` feeds one `QuicConnection` the datagrams of its socket (all t
 ticks, and sends what it returns; a listener's socket goes through the engine's ``QuicServer`` only for routing by
 connection id, Retry and version negotiation.
 
-This version carries core's stream multiplexer over one bidirectional QUIC stream (stream 0, opened by the
-dialer), so every stoffelnet stream keeps its own credit-based flow control. The QUIC stream itself is bounded:
-the engines never refuse a write, so `QuicPipe` pauses core's writing while more than
-``[transport_options.quic] send_buffer_bytes`` sit unsent in the stream (a peer that stops reading, a congested
-path). This module only moves bytes: framing, identity and retries are core's.
+Every stoffelnet stream travels on a QUIC stream of its own (`QuicPipe` is a `StreamPipe`: core's channels,
+and its flow-control credit, each on a unidirectional QUIC stream), so a stream that is unread, or waits for a
+lost packet, holds up no other. Core's per-stream credit still bounds what each stream may hold (the engines grant
+QUIC credit on receipt, not on consumption). The QUIC streams themselves are bounded: the engines never refuse a
+write, so `QuicPipe` pauses core's writing while more than ``[transport_options.quic] send_buffer_bytes`` sit
+unsent in them (a peer that stops reading, a congested path). This module only moves bytes: framing, identity
+and retries are core's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import collections
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 from stoffelnet_core import errors, keys
@@ -38,6 +40,7 @@ from stoffelnet_core.transport import (
     LinkInfo,
     Listener,
     PipeReceiver,
+    StreamPipe,
     Transport,
     TransportContext,
 )
@@ -50,7 +53,9 @@ __all__ = ["ALPN", "QuicListener", "QuicPipe", "QuicTransport"]
 log = logging.getLogger("stoffelnet.quic")
 
 ALPN = {ClientType.SERVER: ALPN_PARTY, ClientType.CLIENT: ALPN_CLIENT}
-STREAM = 0  # the dialer's first bidirectional stream carries core's multiplexer
+_UNI_CLIENT = 2  # the low two bits of a unidirectional stream id that the dialer opens (RFC 9000, 2.1)
+_UNI_SERVER = 3  # ... that the acceptor opens
+_PROTOCOL_VIOLATION = 0x0A
 
 
 def _address(value: object) -> Address | None:
@@ -62,13 +67,19 @@ def _address(value: object) -> Address | None:
     return None
 
 
-class QuicPipe(BytePipe):
-    """Core's byte pipe over QUIC stream 0 of one connection.
+class QuicPipe(StreamPipe):
+    """Core's native streams (`StreamPipe`) over one QUIC connection: our stream number ``i`` is the ``i``-th
+    unidirectional QUIC stream we open, and the peer's likewise.
 
-    Backpressure: at most `send_limit` bytes sit unsent in the QUIC stream. What core writes beyond that waits here
-    (at most one flush of core's, which stops writing as soon as it is paused) and the pipe calls the receiver's
-    `pause_writing`; once the engine has sent what it held, the rest follows, and `resume_writing` comes when the
-    stream's unsent bytes are down to half the limit.
+    Backpressure: at most `send_limit` bytes sit unsent in our QUIC streams together. What core writes beyond that
+    waits here, in order (at most one flush of core's, which stops writing as soon as it is paused), and the pipe
+    calls the receiver's `pause_writing`; once the engine has sent what it held, the rest follows, and
+    `resume_writing` comes when the unsent bytes are down to half the limit.
+
+    Closing: each side ends (FIN) every stream it opened once all it wrote is in them; the peer's end of the
+    connection (`eof_received`) is the end of every stream it opened, and when both sides have ended theirs the
+    connection closes at once (everything before each FIN arrived in order, and core waits for its acknowledgements
+    before it closes, so nothing is lost and QUIC's draining period is not waited for).
     """
 
     def __init__(self, protocol: _Protocol, info: LinkInfo, keepalive: float = 0.0, send_limit: int = 1 << 20) -> None:
@@ -82,25 +93,31 @@ class QuicPipe(BytePipe):
         self._pings = 0
         if keepalive > 0:
             self._ping = asyncio.get_running_loop().call_later(keepalive, self._send_ping)
+        client = bool(protocol.quic.configuration.is_client)
+        self._own_kind = _UNI_CLIENT if client else _UNI_SERVER  # the low bits of the stream ids we open
+        self._peer_kind = _UNI_SERVER if client else _UNI_CLIENT
+        self._streams: list[int] = []  # the QUIC ids of our streams, by number
+        self._peer_last = -1  # the highest number of the peer's streams seen
+        self._peer_ended: set[int] = set()  # the numbers of the peer's streams that ended
         self._receiver: PipeReceiver | None = None
-        self._held: list[bytes] = []
+        self._held: list[tuple[int, bytes]] = []
         self._eof_held = False
         self._lost: tuple[BaseException | None] | None = None
         self._closing = False
-        self._fin_wanted = False  # close() was called: the FIN follows the backlog
+        self._fin_wanted = False  # close() was called: the FINs follow the backlog
         self._sent_fin = False
         self._got_fin = False
         self._ending = False  # the engine refused a write: `terminated` is on its way
-        # Written by core, not yet in the QUIC stream: (bytes, offset of the first byte not yet moved).
-        self._backlog: collections.deque[tuple[bytes, int]] = collections.deque()
+        # Written by core, not yet in a QUIC stream: (stream id, bytes, offset of the first byte not yet moved).
+        self._backlog: collections.deque[tuple[int, bytes | bytearray | memoryview, int]] = collections.deque()
         self.paused = False  # the receiver was told to pause writing
         self.on_lost: Callable[[], None] | None = None  # the dialer releases its socket here
 
-    def _send(self, data: bytes, end_stream: bool = False) -> bool:
+    def _send(self, stream_id: int, data: bytes | bytearray | memoryview, end_stream: bool = False) -> bool:
         """Hand `data` to the engine's stream; False if the engine refused because it already ended the connection
         (qh3 raises until its ConnectionTerminated event comes, after the closing period): the pipe is then lost."""
         try:
-            self._quic.send_stream_data(STREAM, data, end_stream)
+            self._quic.send_stream_data(stream_id, data, end_stream)
         except Exception as exc:
             self._engine_ended(exc)
             return False
@@ -114,33 +131,49 @@ class QuicPipe(BytePipe):
             lost = ConnectionResetError(f"QUIC connection closed: {exc}")
             asyncio.get_running_loop().call_soon(self.terminated, lost)  # not inside core's own write
 
+    def stream_id(self, number: int) -> int:
+        """The QUIC id of our stream `number` (opened on first use)."""
+        streams = self._streams
+        while number >= len(streams):
+            streams.append(len(streams) * 4 + self._own_kind)
+        return streams[number]
+
     def unsent(self) -> int:
-        """Bytes in the QUIC stream that the engine has not sent yet (what `send_limit` bounds)."""
-        return self._engine.unsent(self._quic, STREAM)
+        """Bytes in our QUIC streams that the engine has not sent yet (what `send_limit` bounds)."""
+        engine, quic = self._engine, self._quic
+        return sum(engine.unsent(quic, stream_id) for stream_id in self._streams)
 
     def backlog(self) -> int:
-        """Bytes written by core and held here because the QUIC stream was full."""
-        return sum(len(data) - start for data, start in self._backlog)
+        """Bytes written by core and held here because the QUIC streams were full."""
+        return sum(len(data) - start for _, data, start in self._backlog)
 
     # -- from the protocol ---------------------------------------------------------------------------------------------
-    def stream_data(self, data: bytes, end_stream: bool) -> None:
+    def stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        if stream_id & 3 != self._peer_kind:
+            # A bidirectional stream, or one only we may open: nothing in this protocol does that.
+            self._quic.close(error_code=_PROTOCOL_VIOLATION, reason_phrase=f"unexpected QUIC stream {stream_id}")
+            return
+        number = stream_id >> 2
+        if number > self._peer_last:
+            self._peer_last = number
         if data:
             if self._receiver is not None:
-                self._receiver.data_received(data)
+                self._receiver.stream_data_received(number, data)
             else:
-                self._held.append(data)
+                self._held.append((number, data))
         if end_stream:
-            self._got_fin = True
-            if self._receiver is not None:
-                self._receiver.eof_received()
-            else:
-                self._eof_held = True
-            # The peer finished its side: finish ours (if not yet) and end the connection now. Everything before
-            # each FIN has arrived in order, so nothing is lost, and QUIC's draining period is not waited for.
-            self._fin_wanted = True
-            self._finish_stream()
-            if self._sent_fin:
-                self._terminate()
+            self._peer_ended.add(number)
+            if len(self._peer_ended) == self._peer_last + 1 and not self._got_fin:  # every stream it opened ended
+                self._got_fin = True
+                if self._receiver is not None:
+                    self._receiver.eof_received()
+                else:
+                    self._eof_held = True
+                # The peer finished its side: finish ours (if not yet) and end the connection now.
+                self._fin_wanted = True
+                self._finish_streams()
+                if self._sent_fin:
+                    self._terminate()
 
     def _send_ping(self) -> None:
         if self._lost is not None:
@@ -155,15 +188,14 @@ class QuicPipe(BytePipe):
         self._ping = asyncio.get_running_loop().call_later(self._keepalive, self._send_ping)
 
     def refill(self) -> bool:
-        """Called after the engine sent datagrams while core is paused: move held bytes into the QUIC stream (then
-        the FIN, if close() waits for them), and let core write again once the stream is down to half the limit.
-        True if anything was added to the stream: the caller sends again."""
+        """Called after the engine sent datagrams while core is paused: move held bytes into the QUIC streams (then
+        the FINs, if close() waits for them), and let core write again once the streams are down to half the limit.
+        True if anything was added to a stream: the caller sends again."""
         moved = self._fill() if self._backlog else False
         if self._backlog:
             return moved
         if self._fin_wanted and not self._sent_fin and self._lost is None:
-            self._sent_fin = True
-            if not self._send(b"", end_stream=True):
+            if not self._end_streams():
                 return False
             if self._got_fin:
                 asyncio.get_running_loop().call_soon(self._terminate)
@@ -175,22 +207,22 @@ class QuicPipe(BytePipe):
         return moved
 
     def _fill(self) -> bool:
-        """Move what the backlog holds into the QUIC stream, up to `send_limit` unsent bytes."""
+        """Move what the backlog holds into the QUIC streams, in order, up to `send_limit` unsent bytes."""
         room = self._send_limit - self.unsent()
         backlog, send = self._backlog, self._send
         moved = False
         while backlog and room > 0:
-            data, start = backlog[0]
+            stream_id, data, start = backlog[0]
             left = len(data) - start
             if left <= room:
                 backlog.popleft()
-                if not send(data[start:] if start else data):
+                if not send(stream_id, data[start:] if start else data):
                     return False
                 room -= left
             else:
-                if not send(data[start : start + room]):
+                if not send(stream_id, data[start : start + room]):
                     return False
-                backlog[0] = (data, start + room)
+                backlog[0] = (stream_id, data, start + room)
                 room = 0
             moved = True
         return moved
@@ -208,12 +240,12 @@ class QuicPipe(BytePipe):
         if self.on_lost is not None:
             self.on_lost()
 
-    # -- BytePipe --------------------------------------------------------------------------------------------------
+    # -- StreamPipe ----------------------------------------------------------------------------------------------------
     def set_receiver(self, receiver: PipeReceiver) -> None:
         self._receiver = receiver
         held, self._held = self._held, []
-        if held:
-            receiver.data_received(b"".join(held))
+        for number, data in held:
+            receiver.stream_data_received(number, data)
         if self.paused:
             receiver.pause_writing()
         if self._eof_held:
@@ -221,23 +253,24 @@ class QuicPipe(BytePipe):
         if self._lost is not None:
             receiver.connection_lost(self._lost[0])
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writelines((data,))
-
-    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+    def write_streams(self, writes: list[tuple[int, list[bytes | bytearray | memoryview]]]) -> None:
         if self._closing or self._sent_fin or self._fin_wanted:
             return
-        data = b"".join(chunks)
-        if not data:
-            return
-        if not self._backlog and self.unsent() + len(data) <= self._send_limit:
-            if not self._send(data):  # the common case: the stream has room
-                return
-        else:
-            self._backlog.append((data, 0))
+        backlog = self._backlog
+        for number, chunks in writes:
+            data = chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
+            if not data:
+                continue
+            stream_id = self.stream_id(number)
+            if not backlog and self.unsent() + len(data) <= self._send_limit:
+                if not self._send(stream_id, data):  # the common case: the streams have room
+                    return
+            else:
+                backlog.append((stream_id, data, 0))
+        if backlog:
             self._fill()
         self._protocol.transmit()
-        if not self.paused and (self._backlog or self.unsent() >= self._send_limit):
+        if not self.paused and (backlog or self.unsent() >= self._send_limit):
             self.paused = True
             if self._receiver is not None:
                 self._receiver.pause_writing()
@@ -253,19 +286,25 @@ class QuicPipe(BytePipe):
             return
         self._closing = True
         self._fin_wanted = True
-        self._finish_stream()
+        self._finish_streams()
         if self._got_fin and self._sent_fin:
             self._terminate()
 
-    def _finish_stream(self) -> None:
-        """Send our FIN once everything written before it is in the QUIC stream."""
-        if not self._sent_fin and not self._backlog and self._lost is None:
-            self._sent_fin = True
-            if self._send(b"", end_stream=True):
-                self._protocol.transmit()
+    def _finish_streams(self) -> None:
+        """End our streams once everything written before is in them."""
+        if not self._sent_fin and not self._backlog and self._lost is None and self._end_streams():
+            self._protocol.transmit()
+
+    def _end_streams(self) -> bool:
+        """A FIN on each of our streams (on stream 0 if we never opened one, so that the peer sees our end)."""
+        self._sent_fin = True
+        for stream_id in self._streams or [self.stream_id(0)]:
+            if not self._send(stream_id, b"", end_stream=True):
+                return False
+        return True
 
     def _terminate(self) -> None:
-        """Both sides finished the stream: close the connection (everything was sent and acknowledged in order)."""
+        """Both sides ended their streams: close the connection (everything was sent and acknowledged in order)."""
         if self._lost is None:
             self._quic.close(error_code=0, reason_phrase="done")
             self._protocol.transmit()
@@ -435,11 +474,8 @@ class _Protocol(asyncio.DatagramProtocol):
         while event is not None:
             kind = type(event)
             if kind is engine.StreamDataReceived:
-                if event.stream_id == STREAM and self.pipe is not None:
-                    self.pipe.stream_data(event.data, event.end_stream)
-                elif event.stream_id != STREAM:
-                    # Nothing else speaks on other streams in this version: a peer that does is refused.
-                    quic.close(error_code=0x0A, reason_phrase="unexpected stream")
+                if self.pipe is not None:
+                    self.pipe.stream_data(event.stream_id, event.data, event.end_stream)
             elif kind is engine.HandshakeCompleted:
                 self.completed = True
                 self.alpn = event.alpn_protocol
