@@ -29,14 +29,14 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import attrs
 
 from . import computation, errors
 from .computation import Results, expected_results
-from .runner import expected_payload, spawn
+from .runner import BufferPeaks, expected_payload, spawn
 from .testing import local_network
 
 __all__ = ["DemoResult", "client_inputs", "report", "run_demo", "run_processes"]
@@ -68,6 +68,7 @@ class DemoResult:
     rounds_s: float = 0.0  # wall time of the rounds (the slowest party's)
     failed_members: tuple[str, ...] = ()  # the member(s) that caused the failure, as far as can be told
     rss_peak_kib: tuple[int, ...] = ()  # by party, over processes: each one's peak resident set size (VmHWM)
+    buffers: tuple[BufferPeaks, ...] = ()  # by party, over processes: the most its peers' buffers held, its bounds
 
     @property
     def ok(self) -> bool:
@@ -200,12 +201,17 @@ async def run_processes(
     grace: float = _GRACE,
     stall: tuple[str, int] | None = None,
     event_loop: str = "asyncio",
+    settings: Mapping[str, Any] | None = None,
+    read_pause: tuple[str, int] | None = None,
 ) -> DemoResult:
     """The computation and the rounds with one OS process per member; a member that fails is named.
 
-    `stall` ``(member, ms)`` makes that party block its event loop `ms` after every round (as MPC code computing
-    does). `kill_after` ``(member, k)`` simulates a crash for tests: SIGKILL `member` (e.g. ``"party1"``) once party 0
-    reported `k` rounds done. `grace`: seconds the others get to finish on their own after a failure.
+    `settings`: more config keys for every member (e.g. ``send_buffer_bytes``). `stall` ``(member, ms)`` makes that
+    party block its event loop `ms` after every round (as MPC code computing does); `read_pause` ``(member, ms)``
+    makes it stop reading for `ms` at a third of the rounds while it broadcasts on (the runner's
+    ``--read-pause-ms``). `kill_after` ``(member, k)`` simulates a crash for tests: SIGKILL `member` (e.g.
+    ``"party1"``) once party 0 reported `k` rounds done. `grace`: seconds the others get to finish on their own
+    after a failure.
     """
     import random
     import tempfile
@@ -226,7 +232,7 @@ async def run_processes(
             clients=clients,
             transport=transport,
             base_port=_free_port_range(parties),
-            settings={"resume_ms": _RESUME_MS, "event_loop": event_loop},
+            settings={"resume_ms": _RESUME_MS, "event_loop": event_loop, **(settings or {})},
         )
         commands: list[tuple[str, list[str]]] = []
         size_list = ",".join(str(n) for n in (sizes or [size]))
@@ -236,6 +242,8 @@ async def run_processes(
             args += ["--sizes", size_list] + (["--progress"] if member.id == 0 else [])
             if stall is not None and stall[0] == member.name:
                 args += ["--stall-ms", str(stall[1])]
+            if read_pause is not None and read_pause[0] == member.name:
+                args += ["--read-pause-ms", str(read_pause[1])]
             commands.append((member.name, args))
         for member in deployment.clients:
             args = ["client", str(member.config), "--input", str(inputs[member.id])]
@@ -380,6 +388,7 @@ def _summarise(
         rounds_s=max((float(r.get("rounds_s", 0.0)) for r in party_results), default=0.0),
         failed_members=tuple(culprits),
         rss_peak_kib=tuple(int(r["rss_peak_kib"]) for r in party_results if r.get("rss_peak_kib") is not None),
+        buffers=tuple(BufferPeaks.from_json(r["buffers"]) for r in party_results if r.get("buffers")),
     )
 
 

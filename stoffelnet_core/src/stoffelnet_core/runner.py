@@ -9,7 +9,9 @@ each round it broadcasts a message whose content is fixed by (sender, round, siz
 every party, in order, checking content, sender, order and exactly-once delivery. A client gives its input
 (`computation.client_compute`), prints the opened results (``sum = ...``, ``product = ...``) and checks them against
 the expected values when it is given them. The last line on stdout is one JSON object saying what was measured and
-checked; the exit status is 0 only if every check passed.
+checked; the exit status is 0 only if every check passed. A party's JSON also says (under ``buffers``) the most bytes
+any one of its peer connections held during the run, in each of its three bounded buffers, beside the configured
+bounds (`BufferPeaks`; the rule they are held to is `buffer_allowance`).
 
 When something fails the JSON names the failure and, under ``lost_peers``, every member whose connection was lost
 (not closed) at that moment: when a party crashes, the others name it. SIGINT and SIGTERM stop a member cleanly (its
@@ -25,22 +27,27 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
-from . import computation, errors, logs, mpc
+from . import computation, errors, logs, mpc, mux
 from .computation import Results
 from .config import EVENT_LOOPS, Config, load_config
+from .flow import DEFAULT_WINDOW
 from .loops import LoopFactory, loop_factory
 from .network import Client, Network, open_client, open_network
-from .peer import ConnectionState
+from .peer import ConnectionState, PeerConnection
 
 __all__ = [
+    "BUFFER_KINDS",
+    "MESSAGE_OVERHEAD",
+    "BufferPeaks",
     "Interrupted",
     "RunState",
     "add_member_arguments",
+    "buffer_allowance",
     "expected_payload",
     "member_name",
     "print_results",
@@ -76,6 +83,155 @@ def rss_peak_kib() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+# -- the buffers per peer -----------------------------------------------------------------------------------------
+BUFFER_KINDS = ("send", "receive", "unacknowledged")
+"""A peer connection's bounded buffers: `PeerConnection.send_buffered` (accepted for sending, not yet handed to the
+transport; bounded by ``send_buffer_bytes``), `receive_buffered` (received, not yet consumed by the application;
+``receive_window_bytes``) and `unacknowledged` (sent, not yet acknowledged: the resend buffer; ``resend_buffer_bytes``).
+"""
+
+MESSAGE_OVERHEAD = 40 + mux.HEADER.size
+"""Bytes one message may take in a buffer beyond its payload: its frame's head (length prefix and envelope up to the
+payload: at most 40 bytes, as `Session.max_payload` counts it, for an untagged or int-tagged message) and one mux
+frame header (9 bytes)."""
+
+_SAMPLE_EVERY = 0.01  # seconds between the periodic samples of the buffers (besides one per round)
+
+
+def buffer_allowance(kind: str, bound: int, largest_message: int) -> int:
+    """The most bytes one peer's buffer of `kind` (one of `BUFFER_KINDS`) may hold and still be within its configured
+    `bound`, when no message is larger than `largest_message` bytes: ``bound + largest_message + MESSAGE_OVERHEAD``.
+
+    The rule `stoffelnet bench` and the tests hold every party to. Why one message over: `send` waits while a
+    stream's queued bytes are at the bound or above, so the message that finds them just below it is still queued;
+    the resend buffer likewise (a sender waits while it is full); a receiver holds at most its window (the credit it
+    granted), and the one frame more is slack for a frame the window cuts. The receive window is never below
+    `flow.DEFAULT_WINDOW` (64 KiB: every stream starts with that much credit), whatever ``receive_window_bytes``
+    says. The bounds are per peer and stream; the runner uses one stream at a time (the computation's, then the
+    rounds'), and the control channel's few bytes (acks, pings) fit in the margin of `MESSAGE_OVERHEAD`.
+    """
+    if kind not in BUFFER_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(BUFFER_KINDS)}, got {kind!r}")
+    if kind == "receive":
+        bound = max(bound, DEFAULT_WINDOW)
+    return bound + largest_message + MESSAGE_OVERHEAD
+
+
+@attrs.define
+class BufferPeaks:
+    """The most bytes any one peer connection of a party held in each buffer during its run (sampled), and the
+    bounds of its config. `violations` holds them to `buffer_allowance`."""
+
+    send: int = 0  # max over peers and samples of PeerConnection.send_buffered()
+    receive: int = 0  # ... of receive_buffered()
+    unacknowledged: int = 0  # ... of unacknowledged()
+    send_bound: int = 0  # Config.send_buffer_bytes
+    receive_bound: int = 0  # Config.receive_window_bytes
+    resend_bound: int = 0  # Config.resend_buffer_bytes
+    largest_message: int = 0  # the largest payload the party sent
+    samples: int = 0
+
+    @classmethod
+    def for_config(cls, config: Config, largest_message: int) -> BufferPeaks:
+        return cls(
+            send_bound=config.send_buffer_bytes,
+            receive_bound=config.receive_window_bytes,
+            resend_bound=config.resend_buffer_bytes,
+            largest_message=largest_message,
+        )
+
+    def peak(self, kind: str) -> int:
+        return {"send": self.send, "receive": self.receive, "unacknowledged": self.unacknowledged}[kind]
+
+    def bound(self, kind: str) -> int:
+        return {"send": self.send_bound, "receive": self.receive_bound, "unacknowledged": self.resend_bound}[kind]
+
+    def allowance(self, kind: str) -> int:
+        return buffer_allowance(kind, self.bound(kind), self.largest_message)
+
+    def within(self, kind: str) -> bool:
+        return self.peak(kind) <= self.allowance(kind)
+
+    def violations(self) -> list[str]:
+        """One line per buffer whose peak is over its allowance (none: every buffer stayed within its bound)."""
+        return [
+            f"{kind} buffer reached {self.peak(kind)} B per peer, over its bound {self.bound(kind)} B "
+            f"+ one {self.largest_message} B message + {MESSAGE_OVERHEAD} B"
+            for kind in BUFFER_KINDS
+            if not self.within(kind)
+        ]
+
+    def merged(self, other: BufferPeaks) -> BufferPeaks:
+        """The larger of each figure: the worst of two parties (or runs)."""
+        return BufferPeaks(*(max(a, b) for a, b in zip(attrs.astuple(self), attrs.astuple(other), strict=True)))
+
+    def as_json(self) -> dict[str, int]:
+        return {
+            "send_buffered_max": self.send,
+            "receive_buffered_max": self.receive,
+            "unacknowledged_max": self.unacknowledged,
+            "send_buffer_bytes": self.send_bound,
+            "receive_window_bytes": self.receive_bound,
+            "resend_buffer_bytes": self.resend_bound,
+            "largest_message": self.largest_message,
+            "samples": self.samples,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BufferPeaks:
+        return cls(
+            int(data["send_buffered_max"]),
+            int(data["receive_buffered_max"]),
+            int(data["unacknowledged_max"]),
+            int(data["send_buffer_bytes"]),
+            int(data["receive_window_bytes"]),
+            int(data["resend_buffer_bytes"]),
+            int(data["largest_message"]),
+            int(data.get("samples", 0)),
+        )
+
+
+class _BufferWatch:
+    """Samples every peer connection's buffers into `peaks`: when the caller says (`sample`: right after a round's
+    sends are queued, before its receives, when the buffers are fullest) and every `_SAMPLE_EVERY` seconds on a
+    loop timer. A sample reads three figures per peer: cheap enough for a benchmark's rounds."""
+
+    def __init__(self, net: Network, peaks: BufferPeaks) -> None:
+        self.peaks = peaks
+        me = net.local_party_id
+        self._conns: list[PeerConnection] = []
+        for party in net.parties():
+            if party != me:
+                try:
+                    self._conns.append(net.connection(party))
+                except errors.StoffelnetError:  # not connected (open_network returned without it): nothing to watch
+                    continue
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(_SAMPLE_EVERY, self._tick)
+
+    def sample(self) -> None:
+        peaks = self.peaks
+        for conn in self._conns:
+            if (n := conn.send_buffered()) > peaks.send:
+                peaks.send = n
+            if (n := conn.receive_buffered()) > peaks.receive:
+                peaks.receive = n
+            if (n := conn.unacknowledged()) > peaks.unacknowledged:
+                peaks.unacknowledged = n
+        peaks.samples += 1
+
+    def _tick(self) -> None:
+        self.sample()
+        self._timer = self._loop.call_later(_SAMPLE_EVERY, self._tick)
+
+    def stop(self) -> None:
+        """A last sample, and no more."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self.sample()
 
 
 def member_name(config: Config) -> str:
@@ -137,7 +293,8 @@ async def run_party(
     broadcasting (its sending runs ahead, limited only by backpressure): memory must stay bounded everywhere.
 
     A `StoffelnetError` on the way is recorded in the result (``failures``, ``lost_peers``), not raised. `state` is
-    kept up to date (phase, round, whom it waits for) for a caller that reports an interruption.
+    kept up to date (phase, round, whom it waits for) for a caller that reports an interruption. Every peer
+    connection's buffers are sampled throughout (`BufferPeaks`, under ``buffers``).
     """
     state = RunState() if state is None else state
     failures: list[str] = []
@@ -150,6 +307,8 @@ async def run_party(
         setup = time.perf_counter() - started
         me = net.local_party_id
         ahead: asyncio.Task[None] | None = None
+        peaks = BufferPeaks.for_config(config, max([*sizes, mpc.ELEMENT_SIZE]))  # every party sends these sizes
+        watch = _BufferWatch(net, peaks)
         try:
             state.phase = "computation"
             t0 = time.perf_counter()
@@ -164,6 +323,7 @@ async def run_party(
                 async def send_ahead() -> None:
                     for r in range(rounds):
                         await net.broadcast(expected_payload(me, r, sizes[r % len(sizes)]), timeout=timeout)
+                        watch.sample()
 
                 ahead = asyncio.ensure_future(send_ahead())
             for r in range(rounds):
@@ -176,6 +336,7 @@ async def run_party(
                     await asyncio.sleep(read_pause_ms / 1000)  # a reader that stops; the loop itself runs on
                 if ahead is not None and ahead.done():
                     ahead.result()  # a send that failed fails the run
+                watch.sample()  # this round's sends queued, its receives not yet taken: the buffers at their fullest
                 for sender in range(net.party_count):
                     state.waiting_for = f"party{sender}"
                     got = await net.receive_from(sender, timeout=timeout)
@@ -202,6 +363,7 @@ async def run_party(
         finally:
             if ahead is not None and not ahead.done():
                 ahead.cancel()
+            watch.stop()
         stats = net.stats()
         state.phase = "closing"
         sent = sum(p.bytes_sent for pid, p in stats.peers.items() if pid != me)
@@ -227,6 +389,7 @@ async def run_party(
         "reconnects": reconnects,  # connections resumed after a loss
         "resent_dropped": dropped,  # frames sent again after a loss that had arrived before: dropped, not delivered
         "rss_peak_kib": rss_peak_kib(),
+        "buffers": peaks.as_json(),  # per peer, the most each buffer held, and the config's bounds
     }
 
 

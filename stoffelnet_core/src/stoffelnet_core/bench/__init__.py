@@ -41,6 +41,7 @@ from typing import Any, Literal, TextIO
 import attrs
 
 from .. import errors, plugins
+from ..runner import BUFFER_KINDS, BufferPeaks
 from ..testing import local_network
 from . import _cases, procs, queue_baseline
 from ._cases import Link, Mesh, Recv, Send
@@ -59,6 +60,7 @@ __all__ = [
     "Sizes",
     "as_json",
     "baseline_names",
+    "buffer_rows",
     "find_baseline",
     "format_table",
     "machine",
@@ -115,6 +117,7 @@ class Target:
     op: Literal[">=", "<="]
     value: float
     absolute: bool = False
+    shown: str | None = None  # the TARGET cell, when it says more than op and value (value is what `met` checks)
 
     def met(self, value: float, ratio: float | None) -> bool | None:
         got = value if self.absolute else ratio
@@ -123,6 +126,8 @@ class Target:
         return got >= self.value if self.op == ">=" else got <= self.value
 
     def text(self, unit: str) -> str:
+        if self.shown is not None:
+            return self.shown
         if self.absolute:
             return f"{self.op} {_number(self.value)} {unit}"
         return f"{self.op} {self.value:.2f}x"
@@ -290,8 +295,11 @@ async def _self_delivery(link: AbstractAsyncContextManager[Link], n: int) -> lis
 
 
 # -- the multi-process rounds ------------------------------------------------------------------------------------
-def _process_rounds(transport: str, parties: int, size: int, rounds: int) -> tuple[float, tuple[int, ...]]:
-    """Rounds/s of `parties` processes (the slowest party's wall time) and each party's peak RSS in KiB."""
+def _process_rounds(
+    transport: str, parties: int, size: int, rounds: int
+) -> tuple[float, tuple[int, ...], tuple[BufferPeaks, ...]]:
+    """Rounds/s of `parties` processes (the slowest party's wall time), each party's peak RSS in KiB, and the most
+    each party's peer connections held in their buffers."""
     from ..demo import run_processes
 
     result = asyncio.run(
@@ -299,7 +307,7 @@ def _process_rounds(transport: str, parties: int, size: int, rounds: int) -> tup
     )
     if not result.ok or result.rounds_s <= 0:
         raise errors.NetworkError(f"{transport}: {parties}-party rounds failed: {'; '.join(result.failures[:3])}")
-    return rounds / result.rounds_s, result.rss_peak_kib
+    return rounds / result.rounds_s, result.rss_peak_kib, result.buffers
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
@@ -343,6 +351,7 @@ def run_bench(
         options[name] = known[variant] if variant is not None else None
     best: dict[tuple[str, str, str], list[float]] = {}
     rss: dict[tuple[str, int], int] = {}
+    buffers: dict[tuple[str, int], BufferPeaks] = {}  # the worst party's, over every run of that party count
     for repeat in range(1, sizes.repeats + 1):
         say(f"repeat {repeat}/{sizes.repeats}: codec")
         _keep(best, ("core", "codec", "stoffelnet"), [_cases.codec_us(_SMALL, sizes.codec)], "lower")
@@ -376,14 +385,17 @@ def run_bench(
             for parties in sizes.parties:
                 for size in (64, 4096):
                     say(f"repeat {repeat}/{sizes.repeats}: {name} {parties} processes, rounds of {size} B")
-                    rate, peaks = _process_rounds(name, parties, size, sizes.rounds)
+                    rate, peaks, held = _process_rounds(name, parties, size, sizes.rounds)
                     _keep(best, (name, f"procs {parties} {size}", "stoffelnet"), [rate], "higher")
                     if baseline is not None and baseline.party_module is not None:
                         bare = procs.baseline_rounds(baseline.party_module, parties, size, sizes.rounds, _TIMEOUT)
                         _keep(best, (name, f"procs {parties} {size}", "baseline"), [bare], "higher")
                     if peaks:
                         rss[(name, parties)] = max(rss.get((name, parties), 0), max(peaks))
-    return _rows(names, best, rss, sizes)
+                    for party in held:
+                        worst = buffers.get((name, parties))
+                        buffers[(name, parties)] = party if worst is None else worst.merged(party)
+    return _rows(names, best, rss, sizes, buffers)
 
 
 def _variants(baseline: Baseline | None) -> Mapping[str, Mapping[str, Any]]:
@@ -395,6 +407,7 @@ def _rows(
     best: dict[tuple[str, str, str], list[float]],
     rss: dict[tuple[str, int], int],
     sizes: Sizes,
+    buffers: Mapping[tuple[str, int], BufferPeaks] | None = None,
 ) -> list[Row]:
     rows: list[Row] = []
 
@@ -425,6 +438,24 @@ def _rows(
             rows.append(
                 Row(name, f"peak RSS per party, {largest} procs", "MiB", rss[(name, largest)] / 1024, None, "lower")
             )
+        if buffers and (name, largest) in buffers:
+            rows.extend(buffer_rows(name, largest, buffers[(name, largest)]))
+    return rows
+
+
+_BUFFER_CASES = {"send": "max send buffer", "receive": "max receive buffer", "unacknowledged": "max unacknowledged"}
+
+
+def buffer_rows(transport: str, parties: int, peaks: BufferPeaks) -> list[Row]:
+    """The rows ``max send buffer per peer, N procs`` (and receive, unacknowledged): the most one peer connection
+    of any party held, in KiB, against its configured bound; MET by `runner.buffer_allowance`'s rule (the bound plus
+    one largest message and its framing), which the TARGET cell writes as ``<= BOUND + 1 msg``."""
+    rows = []
+    for kind in BUFFER_KINDS:
+        bound = f"<= {_number(peaks.bound(kind) / 1024)} KiB + 1 msg"
+        target = Target("<=", peaks.allowance(kind) / 1024, absolute=True, shown=bound)
+        case = f"{_BUFFER_CASES[kind]} per peer, {parties} procs"
+        rows.append(Row(transport, case, "KiB", peaks.peak(kind) / 1024, None, "lower", target))
     return rows
 
 
