@@ -4,8 +4,8 @@ each beside the same bare baseline.
     python benchmarks/bench_ab.py --tree before=/tmp/before --tree after=. [--transport tcp-tls] [--case "round trip"]
         [--repeats 3] [--scale 1.0]
 
-A tree is a folder holding the workspace's ``stoffelnet_core/src``, ``stoffelnet_tcp_tls/src`` and
-``stoffelnet_loopback/src`` (a checkout, or ``git archive HEAD | tar -x -C /tmp/before``). Every measurement runs in
+A tree is a folder holding the workspace's ``stoffelnet_core/src``, ``stoffelnet_tcp_tls/src``,
+``stoffelnet_loopback/src`` and ``stoffelnet_quic/src`` (a checkout, or ``git archive HEAD | tar -x -C /tmp/before``). Every measurement runs in
 a fresh process with that tree first on ``PYTHONPATH``; the trees and the baseline alternate, the order reversed
 every other repeat, and the best repeat is kept, so drift on a shared machine cancels out of the ratios (absolute
 figures move by up to 2x from run to run here). ``--scale`` multiplies the message counts (1.0: 2,000 round trips,
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 CASES = ["round trip", "one-way 64 B", "one-way 1 KiB", "one-way 64 KiB", "one-way 1 MiB", "rounds 3"]
-PACKAGES = ("stoffelnet_core", "stoffelnet_tcp_tls", "stoffelnet_loopback")
+PACKAGES = ("stoffelnet_core", "stoffelnet_tcp_tls", "stoffelnet_loopback", "stoffelnet_quic")
 
 
 def measure(case: str, impl: str, transport: str, scale: float) -> list[float]:
