@@ -262,12 +262,7 @@ class Multiplexer:
                 kind, stream, length = _unpack_header(view, pos)
                 pos += _HEADER_SIZE
             if kind == DATA:
-                window = self._in.get(stream)
-                if window is None:
-                    window = self._open_inbound(stream)
-                if length > window.outstanding:
-                    window.received(length)  # raises: the peer had no credit for this
-                window.outstanding -= length
+                self._received(stream, length)
                 if length <= end - pos:  # the common case: the whole frame is here
                     if length:
                         events.append(_new_event(StreamDataReceived, (stream, view[pos : pos + length])))
@@ -276,11 +271,7 @@ class Multiplexer:
                 self._current = stream
                 self._remaining = length
             elif kind == WINDOW_UPDATE:
-                out = self._out.get(stream)
-                if out is None:
-                    out = self._out[stream] = _Outbound()
-                out.window.grant(length)
-                events.append(CreditAvailable(stream))
+                events.append(self._granted(stream, length))
             else:
                 raise errors.FramingError(f"unknown mux frame type {kind} on stream {stream}")
         return events
@@ -318,6 +309,23 @@ class Multiplexer:
             out += taken
             pos = stop
         return pos, out
+
+    def _received(self, stream: int, n: int) -> None:
+        """`n` bytes of `stream` arrived: within the peer's credit, or a `FramingError`."""
+        window = self._in.get(stream)
+        if window is None:
+            window = self._open_inbound(stream)
+        if n > window.outstanding:
+            window.received(n)  # raises: the peer had no credit for this
+        window.outstanding -= n
+
+    def _granted(self, stream: int, n: int) -> CreditAvailable:
+        """The peer granted `n` bytes of credit on `stream`."""
+        out = self._out.get(stream)
+        if out is None:
+            out = self._out[stream] = _Outbound()
+        out.window.grant(n)
+        return CreditAvailable(stream)
 
     def _open_inbound(self, stream: int) -> ReceiveWindow:
         if len(self._in) >= self.max_streams:
@@ -429,12 +437,7 @@ class StreamMultiplexer(Multiplexer):
         n = len(view)
         if not n:
             return []
-        window = self._in.get(channel)
-        if window is None:
-            window = self._open_inbound(channel)
-        if n > window.outstanding:
-            window.received(n)  # raises: the peer had no credit for this
-        window.outstanding -= n
+        self._received(channel, n)
         return [_new_event(StreamDataReceived, (channel, view))]
 
     def _read_prefix(self, number: int, view: memoryview) -> tuple[memoryview, int | None]:
@@ -474,11 +477,7 @@ class StreamMultiplexer(Multiplexer):
             pos += _HEADER_SIZE
             if kind != WINDOW_UPDATE:
                 raise errors.FramingError(f"mux frame type {kind} on the stream of window updates")
-            out = self._out.get(stream)
-            if out is None:
-                out = self._out[stream] = _Outbound()
-            out.window.grant(length)
-            events.append(CreditAvailable(stream))
+            events.append(self._granted(stream, length))
         rest += view[pos:]
         return events
 
