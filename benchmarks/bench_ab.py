@@ -5,11 +5,12 @@ each beside the same bare baseline.
         [--repeats 3] [--scale 1.0]
 
 A tree is a folder holding the workspace's ``stoffelnet_core/src``, ``stoffelnet_tcp_tls/src``,
-``stoffelnet_loopback/src`` and ``stoffelnet_quic/src`` (a checkout, or ``git archive HEAD | tar -x -C /tmp/before``). Every measurement runs in
-a fresh process with that tree first on ``PYTHONPATH``; the trees and the baseline alternate, the order reversed
-every other repeat, and the best repeat is kept, so drift on a shared machine cancels out of the ratios (absolute
-figures move by up to 2x from run to run here). ``--scale`` multiplies the message counts (1.0: 2,000 round trips,
-50,000 small messages, 2,000 of 64 KiB, 100 of 1 MiB, 2,000 rounds). Not part of the test suite.
+``stoffelnet_loopback/src`` and ``stoffelnet_quic/src`` (a checkout, or ``git archive HEAD | tar -x -C
+/tmp/before``). Every measurement runs in a fresh process with that tree first on ``PYTHONPATH``; the trees and the
+baseline alternate, the order reversed every other repeat, and the best repeat is kept, so drift on a shared machine
+cancels out of the ratios (absolute figures move by up to 2x from run to run here). ``--scale`` multiplies the
+message counts (1.0: 2,000 round trips, 50,000 small messages, 2,000 of 64 KiB, 100 of 1 MiB, 2,000 rounds).
+Not part of the test suite.
 """
 
 from __future__ import annotations

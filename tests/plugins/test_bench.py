@@ -97,7 +97,14 @@ def test_tcp_tls_has_a_multi_process_baseline_and_its_rounds_run() -> None:
     baseline = bench.find_baseline("tcp-tls", found["tcp-tls"].transport)
     assert baseline is not None
     assert baseline.party_module == "stoffelnet_tcp_tls.baseline"
-    assert procs.baseline_rounds(baseline.party_module, 3, 64, 100, timeout=60) > 0
+    assert procs.process_rounds(baseline.party_module, 3, 64, 100, timeout=60) > 0
+
+
+@pytest.mark.parametrize("transport", ["tcp-tls", "quic"])
+def test_stoffelnet_parties_run_the_same_multi_process_rounds(transport: str) -> None:
+    """stoffelnet's parties in the multi-process rounds run the baseline's code (`_cases.party_rounds`), each a
+    `Network` in its own process, so the two rates compare the same work."""
+    assert procs.process_rounds(procs.STOFFELNET + transport, 3, 64, 100, timeout=60) > 0
 
 
 def test_runner_reports_peak_rss() -> None:

@@ -295,11 +295,11 @@ async def _self_delivery(link: AbstractAsyncContextManager[Link], n: int) -> lis
 
 
 # -- the multi-process rounds ------------------------------------------------------------------------------------
-def _process_rounds(
+def _demo_memory(
     transport: str, parties: int, size: int, rounds: int
-) -> tuple[float, tuple[int, ...], tuple[BufferPeaks, ...]]:
-    """Rounds/s of `parties` processes (the slowest party's wall time), each party's peak RSS in KiB, and the most
-    each party's peer connections held in their buffers."""
+) -> tuple[tuple[int, ...], tuple[BufferPeaks, ...]]:
+    """`stoffelnet demo`'s rounds (no clients): each party's peak RSS in KiB, and the most each party's peer
+    connections held in their buffers."""
     from ..demo import run_processes
 
     result = asyncio.run(
@@ -307,7 +307,7 @@ def _process_rounds(
     )
     if not result.ok or result.rounds_s <= 0:
         raise errors.NetworkError(f"{transport}: {parties}-party rounds failed: {'; '.join(result.failures[:3])}")
-    return rounds / result.rounds_s, result.rss_peak_kib, result.buffers
+    return result.rss_peak_kib, result.buffers
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
@@ -385,16 +385,20 @@ def run_bench(
             for parties in sizes.parties:
                 for size in (64, 4096):
                     say(f"repeat {repeat}/{sizes.repeats}: {name} {parties} processes, rounds of {size} B")
-                    rate, peaks, held = _process_rounds(name, parties, size, sizes.rounds)
+                    rate = procs.process_rounds(procs.STOFFELNET + name, parties, size, sizes.rounds, _TIMEOUT)
                     _keep(best, (name, f"procs {parties} {size}", "stoffelnet"), [rate], "higher")
                     if baseline is not None and baseline.party_module is not None:
-                        bare = procs.baseline_rounds(baseline.party_module, parties, size, sizes.rounds, _TIMEOUT)
+                        bare = procs.process_rounds(baseline.party_module, parties, size, sizes.rounds, _TIMEOUT)
                         _keep(best, (name, f"procs {parties} {size}", "baseline"), [bare], "higher")
-                    if peaks:
-                        rss[(name, parties)] = max(rss.get((name, parties), 0), max(peaks))
-                    for party in held:
-                        worst = buffers.get((name, parties))
-                        buffers[(name, parties)] = party if worst is None else worst.merged(party)
+            if repeat == 1:  # memory: the demo's parties (every message checked) at the largest party count, once
+                parties = max(sizes.parties)
+                say(f"{name} {parties} processes: memory (stoffelnet demo, rounds of 4 KiB)")
+                peaks, held = _demo_memory(name, parties, 4096, sizes.rounds)
+                if peaks:
+                    rss[(name, parties)] = max(peaks)
+                for party in held:
+                    worst = buffers.get((name, parties))
+                    buffers[(name, parties)] = party if worst is None else worst.merged(party)
     return _rows(names, best, rss, sizes, buffers)
 
 

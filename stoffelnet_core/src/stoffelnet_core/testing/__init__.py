@@ -24,7 +24,7 @@ from ..config import ClientsConfig, Config, TLSConfig
 from ..ids import Address, Node, PartyId
 from ..network import Client, Network, open_client, open_network
 
-__all__ = ["LocalNetwork", "crash", "cut", "local_network", "sever", "wait_connected"]
+__all__ = ["LocalNetwork", "crash", "cut", "free_port", "local_network", "sever", "wait_connected"]
 
 _NETWORK_OVERRIDES = frozenset(
     {
@@ -136,7 +136,7 @@ def _make_keys(config: Config, n: int, clients: int, folder: Path) -> tuple[Conf
 async def _bind_ports(config: Config) -> Config:
     """Give every party a free port on 127.0.0.1, free for both TCP and UDP (the socket is released just before
     use)."""
-    nodes = [attrs.evolve(node, address=Address("127.0.0.1", _free_port())) for node in config.parties]
+    nodes = [attrs.evolve(node, address=Address("127.0.0.1", free_port())) for node in config.parties]
     return attrs.evolve(config, parties=tuple(nodes))
 
 
@@ -147,7 +147,7 @@ def _ephemeral_floor() -> int:
         return 32768
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A port free for TCP and UDP, below the OS's ephemeral range when there is room: the client sockets a test
     opens by the hundred (attackers, dialers) take ephemeral ports, and one must never take a party's between now
     and its bind."""
