@@ -91,12 +91,13 @@ async def test_baseline_mesh_moves_messages(name: str) -> None:
                 assert await recv() == f"{peer}->{me}".encode()
 
 
-def test_tcp_tls_has_a_multi_process_baseline_and_its_rounds_run() -> None:
+@pytest.mark.parametrize(("transport", "package"), [("tcp-tls", "stoffelnet_tcp_tls"), ("quic", "stoffelnet_quic")])
+def test_the_transports_have_a_multi_process_baseline_and_its_rounds_run(transport: str, package: str) -> None:
     """Each bare party in its own process (`bench.procs`): the rows of the multi-process rounds get a ratio."""
     found = {info.name: info for info in plugins.default_plugins().transports()}
-    baseline = bench.find_baseline("tcp-tls", found["tcp-tls"].transport)
+    baseline = bench.find_baseline(transport, found[transport].transport)
     assert baseline is not None
-    assert baseline.party_module == "stoffelnet_tcp_tls.baseline"
+    assert baseline.party_module == f"{package}.baseline"
     assert procs.process_rounds(baseline.party_module, 3, 64, 100, timeout=60) > 0
 
 

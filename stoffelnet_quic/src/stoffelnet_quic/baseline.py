@@ -189,6 +189,7 @@ async def bare_listen(
     on_conn: Callable[[BareQuic], None],
     options: Mapping[str, Any] | None = None,
     aioquic_defaults: bool = False,
+    port: int = 0,
 ) -> tuple[QuicServer, int]:
     config = bare_configuration(k, me, client=False, options=options, aioquic_defaults=aioquic_defaults)
 
@@ -198,10 +199,10 @@ async def bare_listen(
         return conn
 
     transport, server = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: QuicServer(configuration=config, create_protocol=create), local_addr=(HOST, 0)
+        lambda: QuicServer(configuration=config, create_protocol=create), local_addr=(HOST, port)
     )
-    port: int = transport.get_extra_info("sockname")[1]
-    return server, port
+    bound: int = transport.get_extra_info("sockname")[1]
+    return server, bound
 
 
 async def bare_dial(
@@ -212,8 +213,12 @@ async def bare_dial(
     transport, conn = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: BareQuic(connection), local_addr=(HOST, 0)
     )
-    conn.connect((HOST, port))
-    await conn.ready
+    try:
+        conn.connect((HOST, port))
+        await conn.ready
+    except BaseException:
+        transport.close()
+        raise
     return transport, conn
 
 
@@ -241,6 +246,47 @@ async def bare_mesh(
             conn.close()
         for server in servers:
             server.close()
+        for endpoint in endpoints:
+            endpoint.close()
+
+
+@contextlib.asynccontextmanager
+async def open_party(k: Keys, me: int, ports: Sequence[int]) -> AsyncIterator[Mapping[int, tuple[Send, Recv]]]:
+    """Party `me` of ``len(ports)`` parties, each in its own process, over bare aioquic at the transport's default
+    settings: it listens on UDP ``ports[me]``, dials every higher party (retrying while it starts), and says who it
+    is in a first message; yields ``{peer: (send, recv)}``. The multi-process rounds of `stoffelnet bench` run this
+    beside stoffelnet's own parties."""
+    n = len(ports)
+    arrived: asyncio.Queue[BareQuic] = asyncio.Queue()
+
+    def greeted(conn: BareQuic) -> None:  # only a connection whose dialer's hello came (not an abandoned attempt)
+        conn.ready.add_done_callback(lambda _: arrived.put_nowait(conn))
+
+    server, _ = await bare_listen(k, me, greeted, port=ports[me])
+    conns: dict[int, BareQuic] = {}
+    endpoints: list[asyncio.DatagramTransport] = []
+    try:
+        loop = asyncio.get_running_loop()
+        for peer in range(me + 1, n):
+            deadline = loop.time() + 30.0
+            while True:
+                try:
+                    async with asyncio.timeout(1.0):
+                        endpoint, conns[peer] = await bare_dial(k, me, ports[peer])
+                    break
+                except TimeoutError:
+                    if loop.time() > deadline:
+                        raise
+            endpoints.append(endpoint)
+            await conns[peer].send(me.to_bytes(4, "big"))
+        for _ in range(me):
+            conn = await arrived.get()
+            conns[int.from_bytes(await conn.recv(), "big")] = conn
+        yield {peer: (conn.send, conn.recv) for peer, conn in sorted(conns.items())}
+    finally:
+        for conn in conns.values():
+            conn.close()
+        server.close()
         for endpoint in endpoints:
             endpoint.close()
 
