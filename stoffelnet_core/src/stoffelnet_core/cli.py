@@ -418,6 +418,7 @@ def _bench(parser: argparse.ArgumentParser) -> Runner:
         names = list(dict.fromkeys(row.transport for row in rows if row.transport != "core"))
         print(
             f"machine: {info['cpu']}, {info['cpus']} cpus, {info['system']}, {info['python']}, {info['openssl']}; "
+            f"core {info['core']}; "
             f"{'--quick, ' if args.quick else ''}best of {sizes.repeats}, interleaved; "
             f"{time.perf_counter() - started:.0f} s"
         )

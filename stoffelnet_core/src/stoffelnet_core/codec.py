@@ -319,7 +319,7 @@ def _check_single_item(body: bytes | bytearray | memoryview) -> None:
     try:
         cbor2.CBORDecoder(fp).decode()
     except Exception as exc:
-        raise errors.FramingError(f"malformed CBOR in envelope: {exc}") from exc
+        raise errors.FramingError(f"malformed CBOR in envelope: {exc}").because(exc)  # noqa: B904 - see because
     if fp.tell() != len(body):
         raise errors.FramingError(f"{len(body) - fp.tell()} trailing bytes after the envelope")
 
@@ -329,7 +329,7 @@ def decode_body(body: bytes | bytearray | memoryview) -> Envelope:
     try:
         fields = _loads(body)
     except Exception as exc:  # cbor2 raises several types (and RecursionError, OverflowError...) on bad input
-        raise errors.FramingError(f"malformed CBOR in envelope: {_show(exc)}") from exc
+        raise errors.FramingError(f"malformed CBOR in envelope: {_show(exc)}").because(exc)  # noqa: B904
     return _decode_fields(fields, len(body), body)
 
 
@@ -486,7 +486,7 @@ class FrameDecoder:
             try:
                 fields = _loads(body)
             except Exception as exc:  # cbor2 raises several types (and RecursionError...) on bad input
-                raise errors.FramingError(f"malformed CBOR in envelope: {_show(exc)}") from exc
+                raise errors.FramingError(f"malformed CBOR in envelope: {_show(exc)}").because(exc)  # noqa: B904
             append((_decode_fields(fields, length, body), stop - pos))
             pos = stop
         self._need = HEADER_SIZE

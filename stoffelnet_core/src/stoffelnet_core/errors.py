@@ -12,7 +12,7 @@ misused the API: `InvalidState`, `ConfigError`) or *remote* (a peer broke the pr
 from __future__ import annotations
 
 import builtins
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "AuthenticationError",
@@ -40,6 +40,12 @@ __all__ = [
 
 class StoffelnetError(Exception):
     """Root of every error stoffelnet raises."""
+
+    def because(self, cause: BaseException) -> Self:
+        """This error, caused by `cause`: ``raise error.because(exc)`` is ``raise error from exc``, spelled so that
+        the modules compiled by mypyc keep the cause (mypyc drops a ``from`` clause)."""
+        self.__cause__ = cause
+        return self
 
 
 # -- network level (the seed's NetworkError) ----------------------------------------------------------------------

@@ -468,6 +468,17 @@ def _size(n: int) -> str:
 
 
 # -- output ------------------------------------------------------------------------------------------------------
+def core_build() -> str:
+    """``compiled (mypyc)`` when stoffelnet-core's hot-path modules are the optional compiled build, else
+    ``pure Python``."""
+    import importlib.machinery
+
+    from .. import peer
+
+    compiled = str(peer.__file__).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return "compiled (mypyc)" if compiled else "pure Python"
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on: CPU, cores, OS, Python, OpenSSL, and the versions that matter."""
     import importlib.metadata
@@ -489,6 +500,7 @@ def machine() -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "openssl": ssl.OPENSSL_VERSION,
         "event_loop": "asyncio",
+        "core": core_build(),
         "versions": versions,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
