@@ -420,9 +420,11 @@ class _Member:
         table = self._parties if kind == _PARTY else self._clients
         key = (kind, sender, stream)
         while True:
-            error = self._dead_sender_error(table, sender, kind)
-            if error is not None:
-                raise error
+            conn = table.get(sender)
+            if conn is None or conn.state is not ConnectionState.CONNECTED or sender in self._restarted:
+                error = self._dead_sender_error(table, sender, kind)
+                if error is not None:
+                    raise error
             # wait until a message from `sender` on `stream` arrives (`_wake_receivers`), or anything changes
             waiter = self._loop.create_future()
             waiters = self._rx_waiters.get(key)
@@ -873,6 +875,8 @@ class Network(_Member):
                 return payload
         if party not in self._parties and party != self._me:
             self._check_party(party)
+        if timeout is None and tag is None and type(stream) is int and 0 <= stream <= MAX_STREAM:
+            return await self._await_one(_PARTY, party, stream, None)  # `_receive_wait`'s common case, directly
         return await self._receive_wait(_PARTY, party, stream, tag, timeout)
 
     async def receive_from_client(

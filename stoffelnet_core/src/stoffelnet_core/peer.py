@@ -89,7 +89,7 @@ class _Link:
     def stream_data_received(self, index: int, data: bytes | memoryview) -> None:
         conn = self.conn
         if conn._link is self:
-            conn._data_received(data, index)
+            conn._stream_received(index, data)
 
     def eof_received(self) -> None:
         if self.conn._link is self:
@@ -150,6 +150,7 @@ class PeerConnection:
         self._sink = sink
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
+        self._answering = False  # the application sent since the last arrival on a native stream (`_stream_received`)
         self._handshake_started = 0.0
         self._write_paused = False
         self._send_waiters: list[asyncio.Future[None]] = []
@@ -255,6 +256,7 @@ class PeerConnection:
         counters = self.stats
         counters.messages_sent += 1
         counters.bytes_sent += len(data)
+        self._answering = True
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -401,14 +403,53 @@ class PeerConnection:
             self._schedule_flush()
 
     # -- from the current _Link ------------------------------------------------------------------------------------
-    def _data_received(self, data: bytes | memoryview, index: int = -1) -> None:
-        """Bytes of the pipe, or (`index` >= 0) of the peer's native stream `index`."""
+    def _data_received(self, data: bytes | memoryview) -> None:
+        """Bytes of the pipe."""
         self._last_in = self._loop.time()
         try:
-            if index < 0:
-                self._receive(data)
+            self._receive(data)
+        except errors.StoffelnetError as exc:
+            self._protocol_error(exc)
+        except Exception as exc:  # a bug: never let it take down the event loop's other connections
+            log.exception("internal error while handling data from %s", self._peer_label())
+            self._protocol_error(errors.ReceiveFailed(f"internal error: {exc!r}"))
+
+    def _stream_received(self, index: int, data: bytes | memoryview) -> None:
+        """Bytes of the peer's native stream `index`.
+
+        While the application answers what arrives (it sent since the last arrival: a round trip, a round), a
+        flush follows on the next loop turn: it runs after the tasks this data woke, so an answer they queue is
+        written, and the transport sends it together with whatever the arrival calls for (QUIC: its
+        acknowledgement), one loop turn sooner than if the answer scheduled its own flush. A receiver that only
+        reads is not flushed for nothing."""
+        self._last_in = self._loop.time()
+        try:
+            events = cast(mux.StreamMultiplexer, self._mux).receive_stream(index, data)
+            event = events[0] if len(events) == 1 else None
+            if type(event) is mux.StreamDataReceived and event[0] != session.CONTROL_CHANNEL:
+                # The common arrival: bytes of one data channel -- `_process`, for that one event.
+                sess = self._session
+                received = sess.receive_data(event[0], event[1])
+                if received:
+                    returned = received[-1]
+                    if type(returned) is session.CreditReturned:
+                        received.pop()
+                        self._mux.acknowledge(returned.channel, returned.amount)
+                    if received:
+                        self._deliver(received, self._link)  # type: ignore[arg-type]
+                ledger = sess.ledger
+                if ledger is not None and ledger.ack_due:
+                    if ledger.ack_due >= ledger.ack_threshold:
+                        sess.queue_acks()
+                    elif self._ack_timer is None:
+                        self._ack_timer = self._loop.call_later(_ACK_DELAY, self._ack_tick)
             else:
-                self._process(cast(mux.StreamMultiplexer, self._mux).receive_stream(index, data), [])
+                self._process(events, [])
+            if self._answering or self._mux.wants_write or self._session.has_outgoing:
+                self._answering = False
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._loop.call_soon(self._flush)
         except errors.StoffelnetError as exc:
             self._protocol_error(exc)
         except Exception as exc:  # a bug: never let it take down the event loop's other connections

@@ -10,6 +10,9 @@ classes it emits, and the two private or engine-specific reads the transport rel
 - the bytes a stream holds that were never sent (`unsent`), for the transport's backpressure: qh3 exposes them as
   ``get_send_buffer_size(stream)``; aioquic only through its private stream sender.
 
+The listener also reads its ``QuicServer``'s connection-id table (``_protocols``, private in both) to route
+short-header packets itself, without the server's header parse.
+
 tests/quic pins each of them, so an engine upgrade that moves one fails loudly instead of refusing every peer or
 letting a send buffer grow without bound.
 """

@@ -9,8 +9,12 @@ nothing is delivered before both keys are proven, on either engine.
 
 The engine (``[transport_options.quic] engine``, see `engines`) is driven sans-IO by this module's own datagram
 layer: `_Protocol` feeds one `QuicConnection` the datagrams of its socket (all those waiting, per wakeup), its timer
-ticks, and sends what it returns; a listener's socket goes through the engine's ``QuicServer`` only for routing by
-connection id, Retry and version negotiation.
+ticks, and sends what it returns; a listener's socket goes through the engine's ``QuicServer`` only for new
+connections, Retry and version negotiation (packets of a connection that is up are routed by connection id here).
+Each engine pass (``datagrams_to_send``) costs about as much as the rest of a message's work, so the layer asks for
+one per write of core's, and answers what arrives with the next one instead of a pass of its own
+(`_Protocol.transmit_soon`): a round trip costs the engine one pass that sends per hop, as a hand-written aioquic
+program's two (one of which builds nothing).
 
 Every stoffelnet stream travels on a QUIC stream of its own (`QuicPipe` is a `StreamPipe`: core's channels,
 and its flow-control credit, each on a unidirectional QUIC stream), so a stream that is unread, or waits for a
@@ -25,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
@@ -47,6 +53,10 @@ from stoffelnet_core.transport import (
 
 from .engines import Engine, QuicServerLike, load_engine
 from .options import QuicOptions
+
+if sys.platform != "win32":  # `_drain` asks the socket what waits; elsewhere it reads until nothing is left
+    from fcntl import ioctl
+    from termios import FIONREAD
 
 __all__ = ["ALPN", "QuicListener", "QuicPipe", "QuicTransport"]
 
@@ -111,6 +121,9 @@ class QuicPipe(StreamPipe):
         # Written by core, not yet in a QUIC stream: (stream id, bytes, offset of the first byte not yet moved).
         self._backlog: collections.deque[tuple[int, bytes | bytearray | memoryview, int]] = collections.deque()
         self.paused = False  # the receiver was told to pause writing
+        # At least `unsent()`: its last value plus what was written since (the engine only ever sends bytes off, so
+        # this never falls short). Summing the streams' unsent bytes is needed only when this reaches a bound.
+        self._unsent_at_most = 0
         self.on_lost: Callable[[], None] | None = None  # the dialer releases its socket here
 
     def _send(self, stream_id: int, data: bytes | bytearray | memoryview, end_stream: bool = False) -> bool:
@@ -141,7 +154,11 @@ class QuicPipe(StreamPipe):
     def unsent(self) -> int:
         """Bytes in our QUIC streams that the engine has not sent yet (what `send_limit` bounds)."""
         engine, quic = self._engine, self._quic
-        return sum(engine.unsent(quic, stream_id) for stream_id in self._streams)
+        unsent = 0
+        for stream_id in self._streams:
+            unsent += engine.unsent(quic, stream_id)
+        self._unsent_at_most = unsent
+        return unsent
 
     def backlog(self) -> int:
         """Bytes written by core and held here because the QUIC streams were full."""
@@ -159,6 +176,7 @@ class QuicPipe(StreamPipe):
         if data:
             if self._receiver is not None:
                 self._receiver.stream_data_received(number, data)
+                self._protocol.got_data = True
             else:
                 self._held.append((number, data))
         if end_stream:
@@ -219,10 +237,12 @@ class QuicPipe(StreamPipe):
                 if not send(stream_id, data[start:] if start else data):
                     return False
                 room -= left
+                self._unsent_at_most += left
             else:
                 if not send(stream_id, data[start : start + room]):
                     return False
                 backlog[0] = (stream_id, data, start + room)
+                self._unsent_at_most += room
                 room = 0
             moved = True
         return moved
@@ -256,21 +276,25 @@ class QuicPipe(StreamPipe):
     def write_streams(self, writes: list[tuple[int, list[bytes | bytearray | memoryview]]]) -> None:
         if self._closing or self._sent_fin or self._fin_wanted:
             return
-        backlog = self._backlog
+        backlog, limit, streams = self._backlog, self._send_limit, self._streams
         for number, chunks in writes:
-            data = chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
-            if not data:
+            # One chunk goes as it is (core hands each buffer out once and never changes it again); the engine
+            # copies what it is given.
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            size = len(data)
+            if not size:
                 continue
-            stream_id = self.stream_id(number)
-            if not backlog and self.unsent() + len(data) <= self._send_limit:
+            stream_id = streams[number] if number < len(streams) else self.stream_id(number)
+            if not backlog and (self._unsent_at_most + size <= limit or self.unsent() + size <= limit):
                 if not self._send(stream_id, data):  # the common case: the streams have room
                     return
+                self._unsent_at_most += size
             else:
                 backlog.append((stream_id, data, 0))
         if backlog:
             self._fill()
         self._protocol.transmit()
-        if not self.paused and (backlog or self.unsent() >= self._send_limit):
+        if not self.paused and (backlog or (self._unsent_at_most >= limit and self.unsent() >= limit)):
             self.paused = True
             if self._receiver is not None:
                 self._receiver.pause_writing()
@@ -323,22 +347,57 @@ class QuicPipe(StreamPipe):
 
 
 _BATCH = 64  # datagrams read per wakeup at most
+_READ_SIZE = 65536  # bytes read per datagram: more than any UDP datagram holds
+_NOTHING = bytes(4)  # FIONREAD's answer when no datagram waits
 _SOON = 0.001  # seconds: an engine timer due sooner than this runs on the next loop turn (see `_Protocol.transmit`)
+# Loop turns a transmit after received datagrams waits at most, beyond the next one (see `_Protocol.transmit_soon`):
+_DEFER = 1  # after acknowledgements (a sender waiting for them may send more at once)
+_DEFER_DATA = 3  # after stream data (its acknowledgement waits for the engine's ack delay anyway)
 
 
-def _drain(transport: asyncio.BaseTransport | None, first: tuple[bytes, Any]) -> list[tuple[bytes, Any]]:
+def _socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """The socket under asyncio's datagram transport (for `_drain`); None elsewhere: then no batching."""
+    sock = getattr(transport, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _drain(sock: socket.socket | None, first: tuple[bytes, Any]) -> list[tuple[bytes, Any]]:
     """`first` and the datagrams already waiting on the socket: asyncio reads one per event-loop turn, and each turn
-    costs a full receive pass; reading what is there at once (then transmitting once) is several times cheaper."""
+    costs a full receive pass; reading what is there at once (then transmitting once) is several times cheaper.
+
+    Where it can, it asks the socket whether a datagram waits (FIONREAD) before reading one: a read that finds
+    nothing raises, and the exception costs more than the question (one per wakeup, i.e. per datagram in a round
+    trip)."""
     batch = [first]
-    sock = getattr(transport, "_sock", None)  # asyncio's datagram transport; absent elsewhere, then no batching
     if sock is None:
         return batch
-    for _ in range(_BATCH - 1):
-        try:
-            batch.append(sock.recvfrom(65536))
-        except OSError:  # BlockingIOError (nothing more waiting), or anything the next normal read will report
-            break
+    if sys.platform == "win32":
+        for _ in range(_BATCH - 1):
+            try:
+                batch.append(sock.recvfrom(_READ_SIZE))
+            except OSError:  # BlockingIOError (nothing more waiting), or anything the next normal read will report
+                break
+    else:
+        fd = sock.fileno()
+        waiting = bytearray(4)
+        for _ in range(_BATCH - 1):
+            try:
+                ioctl(fd, FIONREAD, waiting)
+                if waiting == _NOTHING:  # nothing waiting (or an empty datagram: the next normal read takes it)
+                    break
+                batch.append(sock.recvfrom(_READ_SIZE))
+            except OSError:  # anything the next normal read will report
+                break
     return batch
+
+
+def _small_reads(transport: asyncio.BaseTransport) -> None:
+    """Make asyncio read each datagram into a buffer of `_READ_SIZE` bytes rather than its default 256 KiB: glibc
+    serves an allocation that large with mmap (and a munmap after it), which costs 5-8 µs per datagram read until
+    the process happens to free a large block; 64 KiB come from the heap (under 1 µs)."""
+    if getattr(transport, "max_size", 0) > _READ_SIZE:
+        with contextlib.suppress(AttributeError):  # a transport class that does not let us change it
+            setattr(transport, "max_size", _READ_SIZE)  # noqa: B010 - not in the typed interface
 
 
 def _ignore(_cid: bytes) -> None:
@@ -349,7 +408,7 @@ class _Protocol(asyncio.DatagramProtocol):
     """One QUIC connection driven sans-IO: datagrams and timer ticks in, events to one `QuicPipe`, datagrams out.
 
     A dialer's protocol owns its UDP socket; an acceptor's shares its listener's (`_Endpoint`), which creates it
-    through the engine's server and transmits once per batch of datagrams for every connection the batch touched.
+    through the engine's server. Either way what arrived is answered by one deferred transmit (`transmit_soon`).
     """
 
     def __init__(
@@ -365,8 +424,11 @@ class _Protocol(asyncio.DatagramProtocol):
         self.endpoint = endpoint
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None  # a dialer's own socket, read by `_drain`
         self._timer: asyncio.Handle | None = None
         self._timer_at: float | None = None
+        self._owed = False  # datagrams arrived since the last transmit: one is due (see `transmit_soon`)
+        self.got_data = False  # the datagrams being handled brought stream data (`QuicPipe.stream_data`)
         self._clock = 0.0  # the last time given to the engine
         self._on_ready = on_ready
         self.pipe: QuicPipe | None = None
@@ -385,26 +447,29 @@ class _Protocol(asyncio.DatagramProtocol):
     # -- what the engine's server calls ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)  # asyncio's is not a subclass of it in 3.11
+        _small_reads(transport)
+        self._sock = _socket(transport)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         assert isinstance(data, bytes)
         if self.remote is None:
             self.remote = addr
-        now = self.now()
-        endpoint = self.endpoint
-        if endpoint is None:  # the dialer owns its socket: read what is there, then transmit once
+        now = self._loop.time()
+        if now < self._clock:
+            now = self._clock
+        self._clock = now
+        if self.endpoint is None:  # the dialer owns its socket: read what is there, then answer once
             try:
-                self.engine.receive(self.quic, _drain(self._transport, (data, addr)), now)
+                self.engine.receive(self.quic, _drain(self._sock, (data, addr)), now)
             except Exception as exc:  # an engine bug on a datagram: reported, and this wakeup's events still run
                 self._loop.call_exception_handler(
                     {"message": "QUIC engine failed on a datagram", "exception": exc, "protocol": self}
                 )
-            self._process_events()
-            self.transmit()
-        else:  # the listener's socket is shared: the endpoint transmits after its batch
+        else:  # one datagram of the listener's socket, routed here by its endpoint
             self.quic.receive_datagram(data, addr, now=now)
-            self._process_events()
-            endpoint.touched.add(self)
+        self._process_events()
+        if not self._owed:
+            self.transmit_soon(_DEFER_DATA if self.got_data else _DEFER)
 
     def close(self) -> None:
         self.quic.close()
@@ -414,7 +479,11 @@ class _Protocol(asyncio.DatagramProtocol):
     def now(self, at_least: float | None = None) -> float:
         """The time to tell the engine: the loop's, or `at_least` (a timer run early), and never less than last
         time (qh3 closes a connection whose clock goes back)."""
-        now = max(self._loop.time(), self._clock, at_least or 0.0)
+        now = self._loop.time()
+        if at_least is not None and at_least > now:
+            now = at_least
+        if now < self._clock:
+            now = self._clock
         self._clock = now
         return now
 
@@ -436,11 +505,41 @@ class _Protocol(asyncio.DatagramProtocol):
         for data, addr in datagrams:
             sendto(data, addr)
 
+    def transmit_soon(self, turns: int = _DEFER) -> None:
+        """Transmit after received datagrams: what they call for (acknowledgements, flow-control updates, a
+        handshake's next flight, data the engine may now send) goes out within `turns` + 1 loop turns, or with the
+        next transmit if one comes first.
+
+        Received data usually wakes a task that answers it: the task runs on the next loop turn, and core writes the
+        answer on that same turn (it flushes after every arrival, after the tasks the arrival woke), so the answer's
+        transmit carries what the arrival called for. A transmit right after the datagrams, as aioquic's own
+        protocol does, would mostly build nothing (the engine delays its acknowledgements) at the cost of one that
+        sends: a ping-pong paid one such engine pass per hop. After stream data the transmit waits longer (its
+        acknowledgement waits for the engine's ack delay anyway, and an answer may take a few turns); after
+        acknowledgements alone it goes on the turn after next (a sender they free may send more at once)."""
+        if not self._owed:
+            self._owed = True
+            self._loop.call_soon(self._transmit_owed, turns)
+
+    def _transmit_owed(self, turns: int) -> None:
+        if not self._owed:
+            return  # another transmit came first
+        if turns:
+            self._loop.call_soon(self._transmit_owed, turns - 1)
+        else:
+            self.transmit()
+
     def transmit(self, now: float | None = None) -> None:
         """Send what the connection has to send, top its stream up from the pipe's backlog, and re-arm the timer.
 
         `now` is the loop's time unless a timer runs early (see below): then it is the timer's time."""
-        now = self.now(now)
+        self._owed = False
+        clock = self._loop.time()
+        if now is None or now < clock:
+            now = clock
+        if now < self._clock:
+            now = self._clock
+        self._clock = now
         self._send_datagrams(now)
         pipe = self.pipe
         if pipe is not None and pipe.paused and pipe.refill():
@@ -469,6 +568,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.transmit(now)
 
     def _process_events(self) -> None:
+        self.got_data = False
         engine, quic = self.engine, self.quic
         event = quic.next_event()
         while event is not None:
@@ -510,35 +610,44 @@ class _Protocol(asyncio.DatagramProtocol):
 
 class _Endpoint(asyncio.DatagramProtocol):
     """A listener's UDP socket: drains it per wakeup into the engine's server (which routes each datagram to its
-    connection, or answers with a Retry), then transmits once for every connection the batch touched."""
+    connection, or answers with a Retry); each connection then answers what it got once (`transmit_soon`)."""
 
     def __init__(self, engine: Engine, configuration: Any, create: Callable[..., _Protocol], retry: bool) -> None:
         self.server: QuicServerLike = engine.server(configuration=configuration, create_protocol=create, retry=retry)
-        self.touched: set[_Protocol] = set()
+        self._routes = self.server._protocols  # connection id -> its protocol (the server keeps it up to date)
+        self._cid_end = 1 + int(configuration.connection_id_length)  # a short header's id: data[1:_cid_end]
         self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)  # asyncio's is not a subclass of it in 3.11
+        _small_reads(transport)
+        self._sock = _socket(transport)
         self.server.connection_made(transport)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         assert isinstance(data, bytes)
-        try:
-            for datagram, source in _drain(self._transport, (data, addr)):
-                try:
-                    self.dispatch(datagram, source)
-                except Exception as exc:  # an engine bug on one datagram must not stall the rest of the batch
-                    self._loop.call_exception_handler(
-                        {"message": "QUIC engine failed on a datagram", "exception": exc, "protocol": self}
-                    )
-        finally:
-            touched, self.touched = self.touched, set()
-        for protocol in touched:
-            protocol.transmit()
+        for datagram, source in _drain(self._sock, (data, addr)):
+            try:
+                self.dispatch(datagram, source)
+            except Exception as exc:  # an engine bug on one datagram must not stall the rest of the batch
+                self._loop.call_exception_handler(
+                    {"message": "QUIC engine failed on a datagram", "exception": exc, "protocol": self}
+                )
 
     def dispatch(self, data: bytes, addr: Any) -> None:
-        """One datagram to the engine's server: to the connection it belongs to, or a new one, or a Retry."""
+        """One datagram to the engine's server: to the connection it belongs to, or a new one, or a Retry.
+
+        A short-header packet (RFC 9000, 17.3: the first bit clear, the fixed bit set) is routed here, by its
+        connection id, as the server would: to that connection, or nowhere (only a long-header Initial may start a
+        connection). That is every packet once a connection is up, and the server's header parse costs more than
+        the rest of the routing."""
+        if data and data[0] & 0xC0 == 0x40:
+            protocol = self._routes.get(data[1 : self._cid_end])
+            if protocol is not None:
+                protocol.datagram_received(data, addr)
+            return
         self.server.datagram_received(data, addr)
 
     def error_received(self, exc: Exception) -> None:
