@@ -437,12 +437,7 @@ class PeerConnection:
                         self._mux.acknowledge(returned.channel, returned.amount)
                     if received:
                         self._deliver(received, self._link)  # type: ignore[arg-type]
-                ledger = sess.ledger
-                if ledger is not None and ledger.ack_due:
-                    if ledger.ack_due >= ledger.ack_threshold:
-                        sess.queue_acks()
-                    elif self._ack_timer is None:
-                        self._ack_timer = self._loop.call_later(_ACK_DELAY, self._ack_tick)
+                self._acknowledge_due()
             else:
                 self._process(events, [])
             if self._answering or self._mux.wants_write or self._session.has_outgoing:
@@ -509,14 +504,19 @@ class PeerConnection:
             # CreditAvailable: the flush below sends what the new credit allows
         if batch:
             owner._deliver(batch, link)
+        owner._acknowledge_due()
+        if mx.wants_write or sess.has_outgoing:
+            owner._schedule_flush()
+
+    def _acknowledge_due(self) -> None:
+        """Acknowledge what arrived: at once past the ledger's threshold, else within `_ACK_DELAY`."""
+        sess = self._session
         ledger = sess.ledger
         if ledger is not None and ledger.ack_due:
             if ledger.ack_due >= ledger.ack_threshold:
                 sess.queue_acks()
-            elif owner._ack_timer is None:
-                owner._ack_timer = self._loop.call_later(_ACK_DELAY, owner._ack_tick)
-        if mx.wants_write or sess.has_outgoing:
-            owner._schedule_flush()
+            elif self._ack_timer is None:
+                self._ack_timer = self._loop.call_later(_ACK_DELAY, self._ack_tick)
 
     def _deliver(self, batch: list[session.MessageReceived], source: CreditSource) -> None:
         counters = self.stats

@@ -32,7 +32,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress, QuicConnection
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent, StreamDataReceived
 
-from stoffelnet_core.bench.support import HOST, Keys, Recv, Send, free_ports, make_keys
+from stoffelnet_core.bench.support import HOST, Keys, Recv, Send, free_ports, introduce, make_keys, meet
 from stoffelnet_core.ids import ClientType
 from stoffelnet_core.transport import Credentials, TransportContext
 
@@ -278,11 +278,8 @@ async def open_party(k: Keys, me: int, ports: Sequence[int]) -> AsyncIterator[Ma
                     if loop.time() > deadline:
                         raise
             endpoints.append(endpoint)
-            await conns[peer].send(me.to_bytes(4, "big"))
-        for _ in range(me):
-            conn = await arrived.get()
-            conns[int.from_bytes(await conn.recv(), "big")] = conn
-        yield {peer: (conn.send, conn.recv) for peer, conn in sorted(conns.items())}
+            await introduce(conns[peer], me)
+        yield await meet(me, conns, arrived)
     finally:
         for conn in conns.values():
             conn.close()

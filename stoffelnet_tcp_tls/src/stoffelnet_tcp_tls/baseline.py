@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
-from stoffelnet_core.bench.support import HOST, Keys, Recv, Send, make_keys
+from stoffelnet_core.bench.support import HOST, Keys, Recv, Send, introduce, make_keys, meet
 from stoffelnet_core.ids import ClientType
 
 from .transport import ALPN, _configure_socket, _context
@@ -253,11 +253,8 @@ async def open_party(k: Keys, me: int, ports: Sequence[int]) -> AsyncIterator[Ma
     try:
         for peer in range(me + 1, n):
             conns[peer] = conn = await bare_dial(k, me, ports[peer], retry_for=30.0, high_water=_HIGH_WATER_PROCS)
-            await conn.send(me.to_bytes(4, "big"))
-        for _ in range(me):
-            conn = await arrived.get()
-            conns[int.from_bytes(await conn.recv(), "big")] = conn
-        yield {peer: (conn.send, conn.recv) for peer, conn in sorted(conns.items())}
+            await introduce(conn, me)
+        yield await meet(me, conns, arrived)
     finally:
         for conn in conns.values():
             conn.close()

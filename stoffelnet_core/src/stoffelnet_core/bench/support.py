@@ -11,7 +11,7 @@ import functools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .. import keys
 from ..config import Config, TLSConfig
@@ -25,7 +25,9 @@ __all__ = [
     "Recv",
     "Send",
     "free_ports",
+    "introduce",
     "make_keys",
+    "meet",
     "network_ends",
     "stoffel_config",
     "stoffel_mesh",
@@ -36,6 +38,30 @@ PARTIES = 3  # the default number of identities `make_keys` writes
 
 Send = Callable[[bytes], Awaitable[None]]
 Recv = Callable[[], Awaitable[bytes]]
+
+
+class _Conn(Protocol):
+    async def send(self, data: bytes) -> None: ...
+
+    async def recv(self) -> bytes: ...
+
+
+ConnT = TypeVar("ConnT", bound=_Conn)
+
+
+async def meet(me: int, conns: dict[int, ConnT], arrived: asyncio.Queue[ConnT]) -> dict[int, tuple[Send, Recv]]:
+    """The rest of a bare party's mesh, for a baseline's ``open_party``: `conns` holds the higher parties (dialled,
+    and each told who we are: `introduce`); every lower party dials us (`arrived`) and says who it is in its first
+    message. Returns ``{peer: (send, recv)}``, and adds the lower parties to `conns` (the caller closes them all)."""
+    for _ in range(me):
+        conn = await arrived.get()
+        conns[int.from_bytes(await conn.recv(), "big")] = conn
+    return {peer: (conn.send, conn.recv) for peer, conn in sorted(conns.items())}
+
+
+async def introduce(conn: _Conn, me: int) -> None:
+    """Tell a party we dialled who we are (what `meet` reads on the other side)."""
+    await conn.send(me.to_bytes(4, "big"))
 
 
 class Keys(NamedTuple):
