@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,37 @@ def test_quick_loopback_writes_the_documented_json(tmp_path: Path, capsys: pytes
     table = capsys.readouterr().out
     assert "RATIO" in table
     assert "asyncio.Queue" in table
+
+
+@pytest.mark.timeout(300)
+def test_the_quick_bench_of_every_installed_transport_completes(tmp_path: Path) -> None:
+    """What CI runs once (issue 8): ``stoffelnet bench --quick`` as a user runs it, every installed transport and
+    variant, in a process of its own; every network transport gets its rows with a ratio, the multi-process rounds
+    included, and the memory rows. Completion and shape only: no speed is asserted."""
+    out = tmp_path / "quick.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "stoffelnet_core.cli", "bench", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    ratios = {(row["transport"], row["case"]): row["ratio"] for row in rows}
+    for transport in ("tcp-tls", "quic"):
+        for case in (
+            "round trip 64 B, median",
+            "one-way 1 KiB",
+            "rounds 3 parties 64 B, 1 proc",
+            "rounds 3 parties 64 B, 3 procs",
+            "rounds 3 parties 4 KiB, 3 procs",
+        ):
+            assert ratios.get((transport, case)) is not None, (transport, case)
+        assert (transport, "peak RSS per party, 3 procs") in ratios
+        assert (transport, "max send buffer per peer, 3 procs") in ratios
+    assert ratios.get(("quic[qh3]", "one-way 1 KiB")) is not None
+    assert ratios.get(("loopback", "self-delivery 64 B")) is not None
 
 
 def test_unknown_transport_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
