@@ -89,7 +89,7 @@ class _Link:
     def stream_data_received(self, index: int, data: bytes | memoryview) -> None:
         conn = self.conn
         if conn._link is self:
-            conn._stream_received(index, data)
+            conn._data_received(data, index)
 
     def eof_received(self) -> None:
         if self.conn._link is self:
@@ -150,7 +150,7 @@ class PeerConnection:
         self._sink = sink
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
-        self._answering = False  # the application sent since the last arrival on a native stream (`_stream_received`)
+        self._answering = False  # the application sent since the last arrival on a native stream (`_receive_stream`)
         self._handshake_started = 0.0
         self._write_paused = False
         self._send_waiters: list[asyncio.Future[None]] = []
@@ -403,18 +403,21 @@ class PeerConnection:
             self._schedule_flush()
 
     # -- from the current _Link ------------------------------------------------------------------------------------
-    def _data_received(self, data: bytes | memoryview) -> None:
-        """Bytes of the pipe."""
+    def _data_received(self, data: bytes | memoryview, index: int = -1) -> None:
+        """Bytes of the pipe, or (`index` >= 0) of the peer's native stream `index`."""
         self._last_in = self._loop.time()
         try:
-            self._receive(data)
+            if index < 0:
+                self._receive(data)
+            else:
+                self._receive_stream(index, data)
         except errors.StoffelnetError as exc:
             self._protocol_error(exc)
         except Exception as exc:  # a bug: never let it take down the event loop's other connections
             log.exception("internal error while handling data from %s", self._peer_label())
             self._protocol_error(errors.ReceiveFailed(f"internal error: {exc!r}"))
 
-    def _stream_received(self, index: int, data: bytes | memoryview) -> None:
+    def _receive_stream(self, index: int, data: bytes | memoryview) -> None:
         """Bytes of the peer's native stream `index`.
 
         While the application answers what arrives (it sent since the last arrival: a round trip, a round), a
@@ -422,34 +425,32 @@ class PeerConnection:
         written, and the transport sends it together with whatever the arrival calls for (QUIC: its
         acknowledgement), one loop turn sooner than if the answer scheduled its own flush. A receiver that only
         reads is not flushed for nothing."""
-        self._last_in = self._loop.time()
-        try:
-            events = cast(mux.StreamMultiplexer, self._mux).receive_stream(index, data)
-            event = events[0] if len(events) == 1 else None
-            if type(event) is mux.StreamDataReceived and event[0] != session.CONTROL_CHANNEL:
-                # The common arrival: bytes of one data channel -- `_process`, for that one event.
-                sess = self._session
-                received = sess.receive_data(event[0], event[1])
-                if received:
-                    returned = received[-1]
-                    if type(returned) is session.CreditReturned:
-                        received.pop()
-                        self._mux.acknowledge(returned.channel, returned.amount)
-                    if received:
-                        self._deliver(received, self._link)  # type: ignore[arg-type]
-                self._acknowledge_due()
-            else:
-                self._process(events, [])
-            if self._answering or self._mux.wants_write or self._session.has_outgoing:
-                self._answering = False
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    self._loop.call_soon(self._flush)
-        except errors.StoffelnetError as exc:
-            self._protocol_error(exc)
-        except Exception as exc:  # a bug: never let it take down the event loop's other connections
-            log.exception("internal error while handling data from %s", self._peer_label())
-            self._protocol_error(errors.ReceiveFailed(f"internal error: {exc!r}"))
+        events = cast(mux.StreamMultiplexer, self._mux).receive_stream(index, data)
+        event = events[0] if len(events) == 1 else None
+        if type(event) is mux.StreamDataReceived and event[0] != session.CONTROL_CHANNEL:
+            # The common arrival: bytes of one data channel -- `_process`, for that one event.
+            received = self._channel_messages(event[0], event[1])
+            if received:
+                self._deliver(received, self._link)
+            self._acknowledge_due()
+        else:
+            self._process(events, [])
+        if self._answering or self._mux.wants_write or self._session.has_outgoing:
+            self._answering = False
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+
+    def _channel_messages(self, channel: int, data: bytes | memoryview) -> list[session.MessageReceived]:
+        """The messages of bytes that arrived on data channel `channel`; the credit the session returns for bytes
+        it consumed itself goes back to the mux at once."""
+        received = self._session.receive_data(channel, data)  # messages, and at most one CreditReturned last
+        if received:
+            returned = received[-1]
+            if type(returned) is session.CreditReturned:
+                received.pop()
+                self._mux.acknowledge(returned.channel, returned.amount)
+        return received  # type: ignore[return-value]
 
     def _receive(self, data: bytes | memoryview) -> None:
         # Whole data frames first, in few steps (the common read); the rest, if any, through the full path.
@@ -466,15 +467,10 @@ class PeerConnection:
         owner = self  # after a resume handshake, the connection this pipe now serves
         for event in mux_events:
             if type(event) is mux.StreamDataReceived:
-                events = sess.receive_data(event.stream, event.data)
-                if event.stream != session.CONTROL_CHANNEL:  # messages, and at most one CreditReturned last
-                    returned = events[-1] if events else None
-                    if type(returned) is session.CreditReturned:
-                        events.pop()
-                        mx.acknowledge(returned.channel, returned.amount)
-                    batch += events  # type: ignore[arg-type]
+                if event.stream != session.CONTROL_CHANNEL:
+                    batch += self._channel_messages(event.stream, event.data)
                     continue
-                for sev in events:
+                for sev in sess.receive_data(event.stream, event.data):
                     if type(sev) is session.MessageReceived:
                         batch.append(sev)
                         continue

@@ -454,10 +454,7 @@ class _Protocol(asyncio.DatagramProtocol):
         assert isinstance(data, bytes)
         if self.remote is None:
             self.remote = addr
-        now = self._loop.time()
-        if now < self._clock:
-            now = self._clock
-        self._clock = now
+        now = self.now()
         if self.endpoint is None:  # the dialer owns its socket: read what is there, then answer once
             try:
                 self.engine.receive(self.quic, _drain(self._sock, (data, addr)), now)
@@ -534,12 +531,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
         `now` is the loop's time unless a timer runs early (see below): then it is the timer's time."""
         self._owed = False
-        clock = self._loop.time()
-        if now is None or now < clock:
-            now = clock
-        if now < self._clock:
-            now = self._clock
-        self._clock = now
+        now = self.now(now)
         self._send_datagrams(now)
         pipe = self.pipe
         if pipe is not None and pipe.paused and pipe.refill():
