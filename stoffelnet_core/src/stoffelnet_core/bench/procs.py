@@ -27,7 +27,7 @@ from .. import errors
 from ..network import open_network
 from ..testing import free_port
 from . import _cases
-from .support import Keys, Recv, Send, make_keys, stoffel_config
+from .support import Keys, Recv, Send, make_keys, party_ends, stoffel_config
 
 __all__ = ["STOFFELNET", "process_rounds", "stoffel_party"]
 
@@ -48,11 +48,7 @@ async def stoffel_party(
     """Party `me` as a stoffelnet `Network` on `transport` (the config `local_network` makes, with these keys and
     ports); yields ``{peer: (send, recv)}`` once connected to every other party."""
     async with open_network(stoffel_config(transport, k, ports, me)) as net:
-        yield {
-            p: (functools.partial(net.send, p), functools.partial(net.receive_from, p))
-            for p in range(len(ports))
-            if p != me
-        }
+        yield party_ends(net, len(ports))
 
 
 async def _run(module: str, parties: int, size: int, rounds: int, timeout: float) -> float:

@@ -29,6 +29,7 @@ __all__ = [
     "make_keys",
     "meet",
     "network_ends",
+    "party_ends",
     "stoffel_config",
     "stoffel_mesh",
 ]
@@ -123,8 +124,12 @@ async def stoffel_mesh(configs: Sequence[Config]) -> AsyncIterator[list[dict[int
 
 def network_ends(nets: Sequence[Network]) -> list[dict[int, tuple[Send, Recv]]]:
     """``ends[me][peer]`` is ``(send, recv)`` on party me's side of its link to peer, over `Network`s."""
-    n = len(nets)
-    return [
-        {p: (functools.partial(net.send, p), functools.partial(net.receive_from, p)) for p in range(n) if p != me}
-        for me, net in enumerate(nets)
-    ]
+    return [party_ends(net, len(nets)) for net in nets]
+
+
+def party_ends(net: Network, parties: int) -> dict[int, tuple[Send, Recv]]:
+    """``{peer: (send, recv)}`` on `net`'s side of its link to each of the other `parties` - 1 parties."""
+    me = net.local_party_id
+    return {
+        p: (functools.partial(net.send, p), functools.partial(net.receive_from, p)) for p in range(parties) if p != me
+    }
