@@ -43,6 +43,7 @@ def measure(case: str, impl: str, transport: str, scale: float) -> list[float]:
         repeats=1,
     )
     chosen = next(c for c in bench._CASES if c.name.startswith(case))
+    bench.warm_malloc()  # as `stoffelnet bench` does
     if impl == "baseline":
         found = {info.name: info for info in plugins.default_plugins().transports()}
         baseline = bench.find_baseline(transport, found[transport].transport)

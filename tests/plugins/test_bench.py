@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def test_quick_loopback_writes_the_documented_json(tmp_path: Path, capsys: pytes
         assert row["better"] in ("higher", "lower")
         assert isinstance(row["value"], float)
         if row["baseline"] is not None:
-            assert row["ratio"] == pytest.approx(row["value"] / row["baseline"])
+            assert row["ratio"] > 0  # the median of the repeats' paired ratios: near, not equal to, value / baseline
     cases = {(row["transport"], row["case"]) for row in data["rows"]}
     assert ("loopback", "one-way 64 B") in cases
     assert ("loopback", "self-delivery 64 B") in cases
@@ -170,3 +171,44 @@ async def test_the_qh3_rows_measure_quic_on_qh3() -> None:
         assert await recv() == b"over qh3"
         net: Any = getattr(send, "func").__self__  # noqa: B009 - send is functools.partial(net.send, 1)
         assert net.connection(1)._pipe._engine.name == "qh3"
+
+
+def test_a_rows_ratio_is_the_median_of_its_pairs_not_of_lucky_extremes() -> None:
+    # Three repeats: the machine was twice as slow during the second pair, and the baseline had one lucky run.
+    samples: bench.Samples = {
+        ("core", "codec", "stoffelnet"): [[1.0]],
+        ("core", "codec", "baseline"): [[1.0]],
+        ("quic[qh3]", "round trip 64 B, median", "stoffelnet"): [[110.0, 200.0], [220.0, 400.0], [120.0, 210.0]],
+        ("quic[qh3]", "round trip 64 B, median", "baseline"): [[100.0, 190.0], [200.0, 380.0], [60.0, 180.0]],
+    }
+    for case in bench._CASES[1:]:
+        for impl in ("stoffelnet", "baseline"):
+            samples[("quic[qh3]", case.name, impl)] = [[1.0]] * 3
+    rows = bench._rows(["quic[qh3]"], samples, {}, bench.QUICK)  # a variant: no multi-process rows
+    median, p99 = rows[1], rows[2]
+    assert (median.case, p99.case) == ("round trip 64 B, median", "round trip 64 B, p99")
+    assert median.value == 120.0
+    assert median.baseline == 100.0
+    assert median.ratio == pytest.approx(1.1)  # pairs 1.1, 1.1, 2.0 (best-of would have said 110 / 60 = 1.83)
+    assert p99.ratio == pytest.approx(200 / 190)  # pairs 1.053, 1.053, 1.167
+    assert median.target is not None
+    assert median.target.met(median.value, median.ratio)
+
+
+def test_each_repeat_measures_the_pair_back_to_back_in_turns() -> None:
+    order: list[str] = []
+    samples: bench.Samples = {}
+
+    def run(name: str, figure: float) -> Callable[[], list[float]]:
+        def measure() -> list[float]:
+            order.append(name)
+            return [figure]
+
+        return measure
+
+    runs = [("stoffelnet", run("A", 1.0)), ("baseline", run("B", 2.0))]
+    for repeat in (1, 2, 3):
+        bench._pair(samples, "t", "case", bench._turn(runs, repeat))
+    assert order == ["A", "B", "B", "A", "A", "B"]  # neither side always goes first
+    assert samples[("t", "case", "stoffelnet")] == [[1.0], [1.0], [1.0]]
+    assert samples[("t", "case", "baseline")] == [[2.0], [2.0], [2.0]]

@@ -388,8 +388,8 @@ def _bench(parser: argparse.ArgumentParser) -> Runner:
 
     Cases: 64 B round trip (median, p99), one-way msg/s at 64 B and 1 KiB, MiB/s at 64 KiB and 1 MiB, 3-party
     rounds in one process, and all-to-all rounds/s of 3, 5 and 8 parties as separate processes at 64 B and 4 KiB
-    with each party's peak RSS. Stoffelnet and the baseline alternate (A, B, A, B ...) and the best repeat is kept:
-    only ratios from one run count, absolute figures drift between runs.
+    with each party's peak RSS. Each repeat measures stoffelnet and the baseline back to back (A B, then B A), and
+    a row's ratio is the median of the repeats' ratios: only ratios from one run count, absolute figures drift.
     """
     parser.add_argument(
         "--transport",
@@ -419,7 +419,7 @@ def _bench(parser: argparse.ArgumentParser) -> Runner:
         print(
             f"machine: {info['cpu']}, {info['cpus']} cpus, {info['system']}, {info['python']}, {info['openssl']}; "
             f"core {info['core']}; "
-            f"{'--quick, ' if args.quick else ''}best of {sizes.repeats}, interleaved; "
+            f"{'--quick, ' if args.quick else ''}median of {sizes.repeats} pairs, interleaved; "
             f"{time.perf_counter() - started:.0f} s"
         )
         bench.format_table(rows, sys.stdout, bench.baseline_names(names))

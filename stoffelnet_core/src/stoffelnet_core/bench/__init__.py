@@ -1,7 +1,10 @@
 """`stoffelnet bench`: every installed transport beside its bare baseline, measured in one run.
 
-Only ratios measured in one run count: absolute figures on shared machines drift by up to 2x between runs. So each
-case runs stoffelnet, then its baseline, then stoffelnet again (A, B, A, B ...) and the best of the repeats is kept.
+Only ratios measured in one run count: absolute figures on shared machines drift by up to 2x between runs, and the
+drift comes in phases of seconds. So each case measures stoffelnet and its baseline back to back, as a pair (A B,
+then B A in the next repeat, so neither always goes first; the garbage of one is collected before the other starts),
+and a row's ratio is the median over the repeats of each pair's ratio: drift cancels within a pair, and one lucky or
+unlucky phase does not decide the row. A row's value and baseline are the medians of their repeats.
 
 **Baselines belong to their transport.** Core never imports a transport: for a transport whose class lives in
 package ``P``, the harness imports ``P.baseline`` when it exists (``stoffelnet_tcp_tls.baseline``,
@@ -27,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import importlib
 import json
 import os
 import platform
 import ssl
+import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -68,6 +73,7 @@ __all__ = [
     "require_matplotlib",
     "run_bench",
     "split_variant",
+    "warm_malloc",
     "write_json",
 ]
 
@@ -95,7 +101,7 @@ class Sizes:
     codec: int = 20_000  # envelopes framed and unframed
 
 
-QUICK = Sizes(rtt=1000, small=15_000, kib=15_000, big=500, huge=25, rounds=1000, parties=(3,), repeats=2, codec=5000)
+QUICK = Sizes(rtt=1000, small=15_000, kib=15_000, big=500, huge=25, rounds=1000, parties=(3,), repeats=3, codec=5000)
 FULL = Sizes(rtt=5000, small=100_000, kib=100_000, big=3000, huge=150, rounds=2000, parties=(3, 5, 8), repeats=3)
 
 
@@ -144,10 +150,14 @@ class Row:
     baseline: float | None
     better: Better
     target: Target | None = None
+    paired: float | None = None  # the median of the repeats' own ratios (`run_bench`), when there were repeats
 
     @property
     def ratio(self) -> float | None:
-        """value / baseline (whichever way is better: see `better`)."""
+        """value / baseline (whichever way is better: see `better`); from a run, the median of the repeats' paired
+        ratios."""
+        if self.paired is not None:
+            return self.paired
         return None if self.baseline is None or self.baseline == 0 else self.value / self.baseline
 
 
@@ -311,19 +321,53 @@ def _demo_memory(
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
-def _keep(
-    best: dict[tuple[str, str, str], list[float]], key: tuple[str, str, str], values: list[float], better: Better
-) -> None:
-    old = best.get(key)
-    if old is None or (values[0] > old[0] if better == "higher" else values[0] < old[0]):
-        best[key] = values
+Samples = dict[tuple[str, str, str], list[list[float]]]
+"""``(transport, case, "stoffelnet" | "baseline")`` -> each repeat's figures, in repeat order."""
+
+
+def _pair(samples: Samples, transport: str, case: str, impls: Sequence[tuple[str, Callable[[], list[float]]]]) -> None:
+    """One repeat of `case`: each of `impls` measured back to back, garbage collected before each (no measurement
+    pays for another's), in the order given."""
+    for impl, measure in impls:
+        gc.collect()
+        samples.setdefault((transport, case, impl), []).append(measure())
+
+
+def warm_malloc() -> None:
+    """Put the C allocator where a long-running party's is, before anything is measured.
+
+    glibc serves blocks above its mmap threshold (128 KiB at start) with mmap and a munmap on free, 5-8 µs each,
+    and raises the threshold to the size of the first such block a process frees. A fresh process therefore pays
+    that for every 256 KiB datagram read asyncio makes (bare aioquic does, per datagram) until some case happens to
+    free a large block: which side of a pair ran in which state used to depend on the order of the cases. One freed
+    4 MiB block settles it for every measurement alike (and is harmless where malloc is not glibc's)."""
+    block = bytearray(4 << 20)
+    del block
+
+
+def _run_case(case: _Case, open_mesh: OpenMesh, sizes: Sizes) -> list[float]:
+    return asyncio.run(_timed(case.measure(open_mesh, sizes)))
+
+
+def _run_self(link: Callable[[], AbstractAsyncContextManager[Link]], n: int) -> list[float]:
+    return asyncio.run(_timed(_self_delivery(link(), n)))
+
+
+def _process_rounds(module: str, parties: int, size: int, rounds: int) -> list[float]:
+    return [procs.process_rounds(module, parties, size, rounds, _TIMEOUT)]
+
+
+def _turn(impls: list[Any], repeat: int) -> list[Any]:
+    """`impls` in order on odd repeats, reversed on even ones: neither side always goes first."""
+    return impls if repeat % 2 else impls[::-1]
 
 
 def run_bench(
     transports: Sequence[str] | None = None, sizes: Sizes = FULL, progress: Progress | None = None
 ) -> list[Row]:
     """Measure every case for each of `transports` (default: every installed transport that is ok) beside its
-    baseline, interleaved and best of ``sizes.repeats``; returns the rows in table order.
+    baseline, in pairs measured back to back, ``sizes.repeats`` times (see the module docstring); returns the rows in
+    table order.
 
     Raises `errors.ConfigError` for an unknown or broken transport name, `errors.PluginError` for a broken baseline
     module, `errors.NetworkError` when a multi-process run fails.
@@ -349,47 +393,49 @@ def run_bench(
                 f"transport {name!r}: {base} has no variant {variant!r} here (variants: {offered})", key="transport"
             )
         options[name] = known[variant] if variant is not None else None
-    best: dict[tuple[str, str, str], list[float]] = {}
+    warm_malloc()
+    samples: Samples = {}
     rss: dict[tuple[str, int], int] = {}
     buffers: dict[tuple[str, int], BufferPeaks] = {}  # the worst party's, over every run of that party count
     for repeat in range(1, sizes.repeats + 1):
         say(f"repeat {repeat}/{sizes.repeats}: codec")
-        _keep(best, ("core", "codec", "stoffelnet"), [_cases.codec_us(_SMALL, sizes.codec)], "lower")
-        _keep(best, ("core", "codec", "baseline"), [_cases.cbor_us(_SMALL, sizes.codec)], "lower")
+        codec_impls = [
+            ("stoffelnet", lambda: [_cases.codec_us(_SMALL, sizes.codec)]),
+            ("baseline", lambda: [_cases.cbor_us(_SMALL, sizes.codec)]),
+        ]
+        _pair(samples, "core", "codec", _turn(codec_impls, repeat))
         for name in names:
             base, variant = split_variant(name)
             baseline = baselines[base]
             mesh = functools.partial(_stoffelnet_mesh, base, options=options[name])
-            impls: list[tuple[str, OpenMesh]] = [("stoffelnet", mesh)]
+            meshes: list[tuple[str, OpenMesh]] = [("stoffelnet", mesh)]
             if baseline is not None:
-                impls.append(("baseline", baseline.open_mesh))
+                meshes.append(("baseline", baseline.open_mesh))
             for case in _CASES:
                 say(f"repeat {repeat}/{sizes.repeats}: {name} {case.name}")
-                for impl, open_mesh in impls:
-                    _keep(
-                        best, (name, case.name, impl), asyncio.run(_timed(case.measure(open_mesh, sizes))), case.better
-                    )
+                runs = [(impl, functools.partial(_run_case, case, open_mesh, sizes)) for impl, open_mesh in meshes]
+                _pair(samples, name, case.name, _turn(runs, repeat))
             if name == "loopback":
                 say(f"repeat {repeat}/{sizes.repeats}: loopback self-delivery")
-                n = sizes.small
-                _keep(
-                    best,
-                    (name, "self", "stoffelnet"),
-                    asyncio.run(_timed(_self_delivery(_self_mesh(name), n))),
-                    "higher",
-                )
-                _keep(best, (name, "self", "baseline"), asyncio.run(_timed(_self_delivery(_queue_self(), n))), "higher")
+                selves = [
+                    ("stoffelnet", functools.partial(_run_self, functools.partial(_self_mesh, name), sizes.small)),
+                    ("baseline", functools.partial(_run_self, _queue_self, sizes.small)),
+                ]
+                _pair(samples, name, "self", _turn(selves, repeat))
                 continue  # loopback lives in one process: no multi-process rounds
             if variant is not None:
                 continue  # the multi-process rounds run parties from `deploy`'s config files: no options there
             for parties in sizes.parties:
                 for size in (64, 4096):
                     say(f"repeat {repeat}/{sizes.repeats}: {name} {parties} processes, rounds of {size} B")
-                    rate = procs.process_rounds(procs.STOFFELNET + name, parties, size, sizes.rounds, _TIMEOUT)
-                    _keep(best, (name, f"procs {parties} {size}", "stoffelnet"), [rate], "higher")
+                    modules = [("stoffelnet", procs.STOFFELNET + name)]
                     if baseline is not None and baseline.party_module is not None:
-                        bare = procs.process_rounds(baseline.party_module, parties, size, sizes.rounds, _TIMEOUT)
-                        _keep(best, (name, f"procs {parties} {size}", "baseline"), [bare], "higher")
+                        modules.append(("baseline", baseline.party_module))
+                    rounds = [
+                        (impl, functools.partial(_process_rounds, module, parties, size, sizes.rounds))
+                        for impl, module in modules
+                    ]
+                    _pair(samples, name, f"procs {parties} {size}", _turn(rounds, repeat))
             if repeat == 1:  # memory: the demo's parties (every message checked) at the largest party count, once
                 parties = max(sizes.parties)
                 say(f"{name} {parties} processes: memory (stoffelnet demo, rounds of 4 KiB)")
@@ -399,7 +445,7 @@ def run_bench(
                 for party in held:
                     worst = buffers.get((name, parties))
                     buffers[(name, parties)] = party if worst is None else worst.merged(party)
-    return _rows(names, best, rss, sizes, buffers)
+    return _rows(names, samples, rss, sizes, buffers)
 
 
 def _variants(baseline: Baseline | None) -> Mapping[str, Mapping[str, Any]]:
@@ -408,7 +454,7 @@ def _variants(baseline: Baseline | None) -> Mapping[str, Mapping[str, Any]]:
 
 def _rows(
     names: Sequence[str],
-    best: dict[tuple[str, str, str], list[float]],
+    samples: Samples,
     rss: dict[tuple[str, int], int],
     sizes: Sizes,
     buffers: Mapping[tuple[str, int], BufferPeaks] | None = None,
@@ -416,11 +462,11 @@ def _rows(
     rows: list[Row] = []
 
     def add(transport: str, key: str, case: str, unit: str, better: Better, figure: int = 0) -> None:
-        value = best[(transport, key, "stoffelnet")][figure]
-        base = best.get((transport, key, "baseline"))
-        rows.append(
-            Row(transport, case, unit, value, None if base is None else base[figure], better, _target(transport, case))
-        )
+        mine = [figures[figure] for figures in samples[(transport, key, "stoffelnet")]]
+        theirs = [figures[figure] for figures in samples.get((transport, key, "baseline"), [])]
+        base = statistics.median(theirs) if theirs else None
+        paired = statistics.median(a / b for a, b in zip(mine, theirs, strict=True) if b) if theirs else None
+        rows.append(Row(transport, case, unit, statistics.median(mine), base, better, _target(transport, case), paired))
 
     add("core", "codec", "codec frame+unframe 64 B", "µs", "lower")
     for name in names:
@@ -561,7 +607,10 @@ def format_table(rows: Sequence[Row], out: TextIO, baselines: dict[str, str] | N
         out.write("  ".join(cells).rstrip() + "\n")
     if baselines:
         out.write("baselines: " + "; ".join(f"{name}: {label}" for name, label in baselines.items()) + "\n")
-    out.write("ratio = value / baseline (see each row's unit for which way is better: µs lower, rates higher)\n")
+    out.write(
+        "ratio = value / baseline, the median of each repeat's pair measured back to back (value, baseline: medians);"
+        " see each row's unit for which way is better: µs lower, rates higher\n"
+    )
 
 
 def require_matplotlib() -> Any:
