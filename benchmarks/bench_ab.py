@@ -1,5 +1,5 @@
 """Old code against new, interleaved in one run: `stoffelnet bench`'s in-process cases for two or more source trees,
-each beside the same bare baseline.
+each beside the same bare baseline: medians, and the median of each repeat's paired ratio.
 
     python benchmarks/bench_ab.py --tree before=/tmp/before --tree after=. [--transport tcp-tls] [--case "round trip"]
         [--repeats 3] [--scale 1.0]
@@ -7,9 +7,10 @@ each beside the same bare baseline.
 A tree is a folder holding the workspace's ``stoffelnet_core/src``, ``stoffelnet_tcp_tls/src``,
 ``stoffelnet_loopback/src`` and ``stoffelnet_quic/src`` (a checkout, or ``git archive HEAD | tar -x -C
 /tmp/before``). Every measurement runs in a fresh process with that tree first on ``PYTHONPATH``; the trees and the
-baseline alternate, the order reversed every other repeat, and the best repeat is kept, so drift on a shared machine
-cancels out of the ratios (absolute figures move by up to 2x from run to run here). ``--scale`` multiplies the
-message counts (1.0: 2,000 round trips, 50,000 small messages, 2,000 of 64 KiB, 100 of 1 MiB, 2,000 rounds).
+baseline alternate, the order reversed every other repeat, and the ratios are the medians of each repeat's pairs, so
+drift on a shared machine cancels out of them (absolute figures move by up to 2x from run to run here).
+``--scale`` multiplies the message counts (1.0: 2,000 round trips, 50,000 small messages, 2,000 of 64 KiB, 100 of
+1 MiB, 2,000 rounds).
 Not part of the test suite.
 """
 
@@ -20,6 +21,7 @@ import asyncio
 import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +70,7 @@ def main() -> None:
         return
     trees = [tuple(t.split("=", 1)) for t in args.tree] or [("current", "")]
     cases = args.case or CASES
-    best: dict[tuple[str, str], list[float]] = {}
+    got: dict[tuple[str, str], list[float]] = {}  # (case, tree or "baseline") -> each repeat's figure
     for repeat in range(args.repeats):
         for case in cases:
             runs = [(name, "stoffelnet", folder) for name, folder in trees] + [("baseline", "baseline", "")]
@@ -80,15 +82,16 @@ def main() -> None:
                 done = subprocess.run([*command, "--scale", str(args.scale)], env=env, capture_output=True, text=True)
                 if done.returncode:
                     sys.exit(f"{name} {case}: {done.stderr[-2000:]}")
-                values = json.loads(done.stdout.strip().splitlines()[-1])
-                lower = case.startswith("round trip")
-                old = best.get((case, name))
-                if old is None or (values[0] < old[0] if lower else values[0] > old[0]):
-                    best[(case, name)] = values
+                got.setdefault((case, name), []).append(json.loads(done.stdout.strip().splitlines()[-1])[0])
+    # As `stoffelnet bench`: each repeat's trees and baseline ran back to back; the median of the paired ratios.
     for case in cases:
-        base = best[(case, "baseline")][0]
-        cells = [f"{name} {best[(case, name)][0]:,.1f} ({best[(case, name)][0] / base:.3f}x)" for name, _ in trees]
-        print(f"{args.transport} {case:15} baseline {base:,.1f} | " + " | ".join(cells))
+        base = got[(case, "baseline")]
+        cells = []
+        for name, _ in trees:
+            mine = got[(case, name)]
+            paired = statistics.median(a / b for a, b in zip(mine, base, strict=True))
+            cells.append(f"{name} {statistics.median(mine):,.1f} ({paired:.3f}x)")
+        print(f"{args.transport} {case:15} baseline {statistics.median(base):,.1f} | " + " | ".join(cells))
 
 
 if __name__ == "__main__":
