@@ -71,6 +71,8 @@ def test_the_quick_bench_of_every_installed_transport_completes(tmp_path: Path) 
         assert (transport, "peak RSS per party, 3 procs") in ratios
         assert (transport, "max send buffer per peer, 3 procs") in ratios
     assert ratios.get(("quic[qh3]", "one-way 1 KiB")) is not None
+    assert ratios.get(("quic[shipped]", "one-way 1 KiB")) is not None
+    assert ratios.get(("quic[qh3-shipped]", "one-way 1 KiB")) is not None
     assert ratios.get(("loopback", "self-delivery 64 B")) is not None
 
 
@@ -151,10 +153,31 @@ def test_quic_offers_its_qh3_variant_beside_the_same_baseline() -> None:
     found = {info.name: info for info in plugins.default_plugins().transports()}
     baseline = bench.find_baseline("quic", found["quic"].transport)
     assert baseline is not None
-    assert baseline.variants == {"qh3": {"engine": "qh3"}}  # the workspace installs stoffelnet-quic[qh3]
+    # the workspace installs stoffelnet-quic[qh3]
+    assert baseline.variants == {"shipped": {}, "qh3": {"engine": "qh3"}, "qh3-shipped": {"engine": "qh3"}}
     assert bench.split_variant("quic[qh3]") == ("quic", "qh3")
     assert bench.split_variant("tcp-tls") == ("tcp-tls", None)
-    assert bench.baseline_names(["quic[qh3]"])["quic[qh3]"] == "bare aioquic, 1 stream"
+    names = bench.baseline_names(["quic", "quic[qh3]", "quic[shipped]", "quic[qh3-shipped]"])
+    assert names["quic"] == names["quic[qh3]"] == "bare aioquic, 1 stream"  # at the transport's own settings
+    at_defaults = "bare aioquic, 1 stream, QuicConfiguration() defaults"
+    assert names["quic[shipped]"] == names["quic[qh3-shipped]"] == at_defaults
+
+
+async def test_the_shipped_rows_compare_with_aioquic_at_its_own_defaults() -> None:
+    """Issue 8: the transport as shipped >= 1.5x bare aioquic at `QuicConfiguration()`'s defaults (one-way rows)."""
+    found = {info.name: info for info in plugins.default_plugins().transports()}
+    baseline = bench.find_baseline("quic", found["quic"].transport)
+    assert baseline is not None
+    _, open_mesh = baseline.for_variant("shipped")
+    async with open_mesh(2) as mesh:
+        (send, _), (_, recv) = mesh[0][1], mesh[1][0]
+        await send(b"at aioquic's defaults")
+        assert await recv() == b"at aioquic's defaults"
+        conn: Any = getattr(send, "__self__")  # noqa: B009 - a BareQuic's bound send
+        assert conn._quic._max_datagram_size == 1200  # QuicConfiguration()'s, not the transport's 16384
+    assert bench._target("quic[shipped]", "one-way 1 KiB") == bench.Target(">=", 1.5)
+    assert bench._target("quic[shipped]", "rounds 3 parties 64 B, 1 proc") == bench.Target(">=", 0.9)
+    assert bench._target("quic[qh3]", "one-way 1 KiB") == bench.Target(">=", 0.9)  # its transport's
 
 
 def test_unknown_variant_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,9 @@ pair, one bidirectional stream, 4-byte length-prefixed messages, writes coalesce
 ``send_stream_data`` + ``transmit``, and a sender that waits while more than `_HIGH_WATER` bytes sit unacknowledged
 (aioquic has no backpressure of its own).
 
-The harness finds this module by name (``<transport package>.baseline``) and uses `NAME`, `open_mesh` and
-`VARIANTS` (``quic[qh3]``: the transport on qh3, beside this same bare aioquic at the same settings);
+The harness finds this module by name (``<transport package>.baseline``) and uses `NAME`, `open_mesh`, `VARIANTS`
+(``quic[qh3]``: the transport on qh3, beside this same bare aioquic at the same settings) and `VARIANT_BASELINES`
+(``quic[shipped]``, ``quic[qh3-shipped]``: the transport as shipped, beside bare aioquic at its own defaults);
 ``benchmarks/bench_quic.py`` uses the pieces directly.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import socket
 import ssl
@@ -39,8 +41,10 @@ from stoffelnet_core.transport import Credentials, TransportContext
 from .transport import ALPN, QuicTransport
 
 __all__ = [
+    "DEFAULTS_NAME",
     "NAME",
     "VARIANTS",
+    "VARIANT_BASELINES",
     "BareQuic",
     "Keys",
     "bare_configuration",
@@ -49,13 +53,21 @@ __all__ = [
     "bare_mesh",
     "make_keys",
     "open_mesh",
+    "open_mesh_at_defaults",
 ]
 
 NAME = "bare aioquic, 1 stream"
 """What the baseline is, for the table."""
 
-VARIANTS: dict[str, dict[str, Any]] = {"qh3": {"engine": "qh3"}} if importlib.util.find_spec("qh3") else {}
-"""The transport's other engines, measured beside the same baseline (``stoffelnet bench`` rows ``quic[qh3]``)."""
+_QH3 = importlib.util.find_spec("qh3") is not None
+VARIANTS: dict[str, dict[str, Any]] = {
+    "shipped": {},
+    **({"qh3": {"engine": "qh3"}, "qh3-shipped": {"engine": "qh3"}} if _QH3 else {}),
+}
+"""The transport's other engines, measured beside the same baseline (``stoffelnet bench`` rows ``quic[qh3]``), and
+the transport as shipped (no options; ``engine = "qh3"``) beside bare aioquic at its own defaults (below)."""
+
+DEFAULTS_NAME = "bare aioquic, 1 stream, QuicConfiguration() defaults"
 
 STREAM = 0
 
@@ -294,10 +306,21 @@ def bare_ends(conns: dict[tuple[int, int], BareQuic], me: int, peer: int) -> tup
 
 
 @contextlib.asynccontextmanager
-async def open_mesh(n: int) -> AsyncIterator[Sequence[Mapping[int, tuple[Send, Recv]]]]:
-    """`n` parties connected pairwise over bare aioquic in this process, at the transport's default settings, keys
-    in a temporary folder; ``ends[me][peer]`` is ``(send, recv)`` on me's side of the link to peer."""
+async def open_mesh(n: int, aioquic_defaults: bool = False) -> AsyncIterator[Sequence[Mapping[int, tuple[Send, Recv]]]]:
+    """`n` parties connected pairwise over bare aioquic in this process, at the transport's default settings (or
+    `QuicConfiguration()`'s), keys in a temporary folder; ``ends[me][peer]`` is ``(send, recv)`` on me's side of the
+    link to peer."""
     with tempfile.TemporaryDirectory(prefix="stoffelnet-bare-quic-") as folder:
         k = make_keys(Path(folder), max(n, 2))
-        async with bare_mesh(k, n) as conns:
+        async with bare_mesh(k, n, aioquic_defaults=aioquic_defaults) as conns:
             yield [{p: bare_ends(conns, me, p) for p in range(n) if p != me} for me in range(n)]
+
+
+open_mesh_at_defaults = functools.partial(open_mesh, aioquic_defaults=True)
+"""`open_mesh` with bare aioquic at `QuicConfiguration()`'s own defaults: 1200-byte datagrams, 1 MiB windows."""
+
+VARIANT_BASELINES = {
+    variant: (DEFAULTS_NAME, open_mesh_at_defaults) for variant in VARIANTS if variant.endswith("shipped")
+}
+"""The variants measured beside another baseline than `open_mesh`: the transport as shipped, beside what an
+aioquic program gets without tuning (issue target: >= 1.5x its throughput)."""
