@@ -151,6 +151,7 @@ class PeerConnection:
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
         self._answering = False  # the application sent since the last arrival on a native stream (`_receive_stream`)
+        self._reply_due = False  # ... and then one came: the next send writes at once (`_receive_stream`)
         self._handshake_started = 0.0
         self._write_paused = False
         self._send_waiters: list[asyncio.Future[None]] = []
@@ -257,7 +258,10 @@ class PeerConnection:
         counters.messages_sent += 1
         counters.bytes_sent += len(data)
         self._answering = True
-        if not self._flush_scheduled:
+        if self._reply_due:
+            self._reply_due = False
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         return True
@@ -420,13 +424,15 @@ class PeerConnection:
     def _receive_stream(self, index: int, data: bytes | memoryview) -> None:
         """Bytes of the peer's native stream `index`.
 
-        While the application answers what arrives (it sent since the last arrival: a round trip, a round), a
-        flush follows on the next loop turn: it runs after the tasks this data woke, so an answer they queue is
-        written, and the transport sends it together with whatever the arrival calls for (QUIC: its
-        acknowledgement), one loop turn sooner than if the answer scheduled its own flush. A receiver that only
-        reads is not flushed for nothing."""
+        While the application answers the messages that arrive (it sent since the last arrival: a round trip, a
+        round), its next send writes at once, from the task the messages woke: the transport sends the answer
+        together with whatever the arrival calls for (QUIC: its acknowledgement), one loop turn sooner than a flush
+        the answer scheduled itself, and without a callback of its own. Acknowledgements or credit arriving at a
+        sender schedule one flush on the next turn instead, so that everything it sends then is written together.
+        A receiver that only reads is not flushed for nothing."""
         events = cast(mux.StreamMultiplexer, self._mux).receive_stream(index, data)
         event = events[0] if len(events) == 1 else None
+        received = None
         if type(event) is mux.StreamDataReceived and event[0] != session.CONTROL_CHANNEL:
             # The common arrival: bytes of one data channel -- `_process`, for that one event.
             received = self._channel_messages(event[0], event[1])
@@ -435,11 +441,14 @@ class PeerConnection:
             self._acknowledge_due()
         else:
             self._process(events, [])
-        if self._answering or self._mux.wants_write or self._session.has_outgoing:
+        if self._answering:
             self._answering = False
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self._flush)
+            if received:
+                self._reply_due = True
+            else:  # acknowledgements or credit for a sender: what it sends next turn goes out with one flush
+                self._schedule_flush()
+        if self._mux.wants_write or self._session.has_outgoing:
+            self._schedule_flush()
 
     def _channel_messages(self, channel: int, data: bytes | memoryview) -> list[session.MessageReceived]:
         """The messages of bytes that arrived on data channel `channel`; the credit the session returns for bytes
