@@ -103,7 +103,7 @@ class Sizes:
     codec: int = 20_000  # envelopes framed and unframed
 
 
-QUICK = Sizes(rtt=1000, small=15_000, kib=8000, big=200, huge=12, rounds=1000, parties=(3,), repeats=2, codec=5000)
+QUICK = Sizes(rtt=600, small=15_000, kib=8000, big=200, huge=12, rounds=500, parties=(3,), repeats=2, codec=5000)
 FULL = Sizes(rtt=5000, small=100_000, kib=100_000, big=3000, huge=150, rounds=2000, parties=(3, 5, 8), repeats=3)
 
 
