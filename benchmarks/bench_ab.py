@@ -84,12 +84,14 @@ def main() -> None:
                     sys.exit(f"{name} {case}: {done.stderr[-2000:]}")
                 got.setdefault((case, name), []).append(json.loads(done.stdout.strip().splitlines()[-1])[0])
     # As `stoffelnet bench`: each repeat's trees and baseline ran back to back; the median of the paired ratios.
+    from stoffelnet_core import bench
+
     for case in cases:
         base = got[(case, "baseline")]
         cells = []
         for name, _ in trees:
             mine = got[(case, name)]
-            paired = statistics.median(a / b for a, b in zip(mine, base, strict=True))
+            paired = bench.paired_ratio(mine, base)
             cells.append(f"{name} {statistics.median(mine):,.1f} ({paired:.3f}x)")
         print(f"{args.transport} {case:15} baseline {statistics.median(base):,.1f} | " + " | ".join(cells))
 
