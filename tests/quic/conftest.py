@@ -135,13 +135,13 @@ class StreamsReader:
 
 class NativeWriter:
     """Writes what `testing.hostile`'s helpers make for a byte pipe (mux frames) the way core writes native
-    streams: each channel's bytes on a unidirectional QUIC stream of its own, opened with its prefix; window updates
-    (and any other frame type, as it is) on one more. Bytes are forwarded as they come: a frame cut short stays
-    cut short on its stream."""
+    streams: each channel's bytes on a QUIC stream of its own (opened by us; core may also answer on the peer's),
+    opened with its prefix; window updates (and any other frame type, as it is) on one more. Bytes are forwarded as
+    they come: a frame cut short stays cut short on its stream."""
 
     def __init__(self, quic: QuicConnection, kind: int) -> None:
         self._quic = quic
-        self._kind = kind  # 2: a dialer's unidirectional streams, 3: an acceptor's
+        self._kind = kind  # 0: a dialer's bidirectional streams, 1: an acceptor's
         self._numbers: dict[int, int] = {}  # channel (-1: window updates) -> our stream number
         self._buf = bytearray()
         self._remaining = 0
@@ -167,6 +167,11 @@ class NativeWriter:
             else:
                 break
 
+    def finish(self) -> None:
+        """End (FIN) every stream this writer opened: the peer's end of the connection, as core's pipe ends it."""
+        for number in self._numbers.values():
+            self._quic.send_stream_data(number * 4 + self._kind, b"", end_stream=True)
+
     def _emit(self, channel: int, kind: int, data: bytes) -> None:
         number = self._numbers.get(channel)
         if number is None:
@@ -181,7 +186,7 @@ class _RawProtocol(QuicConnectionProtocol):
     def __init__(self, quic: QuicConnection, **kwargs: Any) -> None:
         super().__init__(quic, **kwargs)
         self.reader = StreamsReader()
-        self.writer = NativeWriter(quic, 2)
+        self.writer = NativeWriter(quic, 0)
         self.fin = False
         self.terminated: ConnectionTerminated | None = None
         self.changed = asyncio.Event()
@@ -244,6 +249,11 @@ class RawQuicPeer:
         self.protocol.writer.write(data)
         self.protocol.transmit()
 
+    def finish(self) -> None:
+        """End every stream we opened (a clean goodbye: the party then ends its own and closes)."""
+        self.protocol.writer.finish()
+        self.protocol.transmit()
+
     async def read_handshake(self) -> Handshake:
         """The party's Handshake (its reply to ours, carrying the nonce a proof must sign)."""
         async with asyncio.timeout(TIMEOUT):
@@ -282,7 +292,7 @@ class _AnsweringProtocol(QuicConnectionProtocol):
         super().__init__(quic, **kwargs)
         self._listener = listener
         self._reader = StreamsReader()
-        self._writer = NativeWriter(quic, 3)
+        self._writer = NativeWriter(quic, 1)
         self._seen = 0
         self._answered = False
 

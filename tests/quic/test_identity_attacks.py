@@ -312,8 +312,7 @@ async def test_proof_replayed_from_an_earlier_connection_is_refused(
     first.send(data_frame(0, 0, b"genuine"))
     assert await party.receive_from_client(SPARE_CLIENT, timeout=TIMEOUT) == (SPARE_CLIENT, b"genuine")
     first.send(control_frame(Close("done")))
-    first.protocol._quic.send_stream_data(0, b"", end_stream=True)
-    first.protocol.transmit()
+    first.finish()
     await first.expect_closed()
     assert party.clients() == [0]
 

@@ -2,9 +2,10 @@
 other (QUIC's own answer to head-of-line blocking), on every engine.
 
 Core's channels go through `mux.StreamMultiplexer` onto the transport's native streams (`QuicPipe` is a
-`StreamPipe`): one unidirectional QUIC stream per channel and direction, plus one for core's credit. The loss here
-is real and deterministic: the sender's UDP socket drops exactly the datagrams of one flush, so that QUIC has to
-detect the loss and send that data again, while the next message, on another stream, goes out intact.
+`StreamPipe`): one direction of a bidirectional QUIC stream per channel and direction, plus one for core's credit;
+each side writes first on the peer's streams whose direction back it does not use yet. The loss here is real and
+deterministic: the sender's UDP socket drops exactly the datagrams of one flush, so that QUIC has to detect the loss
+and send that data again, while the next message, on another stream, goes out intact.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any, cast
 
 from stoffelnet_core.network import Network
 from stoffelnet_core.testing import local_network
+from stoffelnet_core.testing.hostile import SPARE_CLIENT, Victim, assert_unaffected
 from stoffelnet_quic.transport import QuicPipe
 
-from .conftest import ON_EVERY_ENGINE
+from .conftest import ALPN_CLIENT, ON_EVERY_ENGINE, RawQuicPeer
 
 TIMEOUT = 10.0
 
@@ -48,8 +50,9 @@ class DroppingSocket:
 
 
 async def test_each_stoffelnet_stream_travels_on_a_quic_stream_of_its_own(engine: str) -> None:
-    """Messages on streams 0, 1 and 7 arrive on three distinct unidirectional QUIC streams opened by the sender
-    (besides its control stream), each carrying only its own stream's bytes."""
+    """Messages on streams 0, 1 and 7 arrive on three distinct QUIC streams (besides the control stream), each
+    carrying only its own stream's bytes; every QUIC stream is bidirectional, and each direction of one carries a
+    single channel."""
     async with local_network(2, transport="quic", transport_options={"quic": {"engine": engine}}) as (a, b):
         receiving = quic_pipe(b, 0)
         seen: dict[int, int] = {}  # QUIC stream id -> bytes that arrived on it
@@ -66,8 +69,7 @@ async def test_each_stoffelnet_stream_travels_on_a_quic_stream_of_its_own(engine
                 await a.send(1, data, stream=stream)
             for stream, data in payload.items():
                 assert await b.receive_from(0, stream=stream) == data
-        kind = quic_pipe(a, 1)._own_kind
-        assert all(stream_id & 3 == kind for stream_id in seen), f"not the sender's unidirectional streams: {seen}"
+        assert all(stream_id & 2 == 0 for stream_id in seen), f"a unidirectional QUIC stream: {seen}"
         big = sorted(n for n in seen.values() if n >= 4000)  # the three messages' streams (control frames are small)
         assert len(big) == 3, f"bytes per QUIC stream: {seen}"
         assert big[0] >= len(payload[0])
@@ -108,3 +110,38 @@ async def test_a_lost_packet_on_one_stream_does_not_hold_up_another(engine: str)
             assert await b.receive_from(0, stream=0) == b"and on"
             await b.send(0, b"and back", stream=1)
             assert await a.receive_from(1, stream=1) == b"and back"
+
+
+async def test_each_side_writes_on_the_quic_streams_the_other_opened(engine: str) -> None:
+    """Both sides use stoffelnet streams 0 and 1: every QUIC stream of the connection then carries both directions
+    (control, the two streams, credit), so the engine holds half as many streams as one per channel and direction,
+    and each side's directions are distinct QUIC streams."""
+    async with local_network(2, transport="quic", transport_options={"quic": {"engine": engine}}) as (a, b):
+        async with asyncio.timeout(TIMEOUT):
+            for stream in (0, 1):
+                await a.send(1, b"ping", stream=stream)
+                assert await b.receive_from(0, stream=stream) == b"ping"
+                await b.send(0, b"pong", stream=stream)
+                assert await a.receive_from(1, stream=stream) == b"pong"
+        ours, theirs = quic_pipe(a, 1), quic_pipe(b, 0)
+        assert len(set(ours._streams)) == len(ours._streams) >= 3  # control and two streams (and credit, if sent)
+        assert len(set(theirs._streams)) == len(theirs._streams) >= 3
+        shared = set(ours._streams) & set(theirs._streams)
+        opened = set(ours._streams) | set(theirs._streams)
+        assert len(shared) >= len(opened) - 1, f"dialer writes on {ours._streams}, acceptor on {theirs._streams}"
+        assert set(ours._peer) == set(theirs._streams)
+        assert set(theirs._peer) == set(ours._streams)
+
+
+async def test_a_unidirectional_quic_stream_is_a_protocol_violation(victim: Victim) -> None:
+    """Nothing in this protocol opens a unidirectional QUIC stream: a peer that does (here before any handshake) is
+    cut off with PROTOCOL_VIOLATION, and every other connection goes on."""
+    peer = await RawQuicPeer.connect(victim.address(1), victim.client_tls(SPARE_CLIENT), ALPN_CLIENT)
+    quic = peer.protocol._quic
+    quic.send_stream_data(quic.get_next_available_stream_id(is_unidirectional=True), b"\x00" * 16)
+    peer.protocol.transmit()
+    ended = await peer.expect_closed()
+    assert ended is not None
+    assert ended.error_code == 0x0A, ended
+    assert "unexpected QUIC stream" in ended.reason_phrase
+    await assert_unaffected(victim)

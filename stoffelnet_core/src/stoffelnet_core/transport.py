@@ -121,9 +121,9 @@ class StreamPipe(BytePipe):
     packet) never holds up another.
 
     Core numbers its native streams 0, 1, 2 ... in order of first use, in each direction, and says in each stream's
-    first bytes what it carries (`mux.StreamMultiplexer`); the transport maps our numbers to its own stream ids and
-    the peer's ids back to numbers (QUIC: number ``i`` is our ``i``-th unidirectional stream). It calls the
-    receiver's `stream_data_received` for arriving bytes, and `eof_received` once every stream of the peer ended.
+    first bytes what it carries (`mux.StreamMultiplexer`); the transport maps our numbers to its own stream ids and the
+    peer's ids back to numbers (QUIC: our direction of a bidirectional stream, see `stoffelnet_quic.QuicPipe`). It calls
+    the receiver's `stream_data_received` for arriving bytes, and `eof_received` once every stream of the peer ended.
     Nothing is written through `write`/`writelines`.
     """
 

@@ -16,13 +16,15 @@ one per write of core's, and answers what arrives with the next one instead of a
 (`_Protocol.transmit_soon`): a round trip costs the engine one pass that sends per hop, as a hand-written aioquic
 program's two (one of which builds nothing).
 
-Every stoffelnet stream travels on a QUIC stream of its own (`QuicPipe` is a `StreamPipe`: core's channels,
-and its flow-control credit, each on a unidirectional QUIC stream), so a stream that is unread, or waits for a
-lost packet, holds up no other. Core's per-stream credit still bounds what each stream may hold (the engines grant
-QUIC credit on receipt, not on consumption). The QUIC streams themselves are bounded: the engines never refuse a
-write, so `QuicPipe` pauses core's writing while more than ``[transport_options.quic] send_buffer_bytes`` sit
-unsent in them (a peer that stops reading, a congested path). This module only moves bytes: framing, identity
-and retries are core's.
+Every stoffelnet stream travels on a QUIC stream of its own (`QuicPipe` is a `StreamPipe`: core's channels, and its
+flow-control credit, each on one direction of a bidirectional QUIC stream), so a stream that is unread, or waits for a
+lost packet, holds up no other. Each side writes first on the other's streams whose direction back is still unused, and
+opens a stream only when there is none: half as many QUIC streams as one per channel and direction, and the engine walks
+every open stream for each packet it builds or receives. Core's per-stream credit still bounds what each stream may hold
+(the engines grant QUIC credit on receipt, not on consumption). The QUIC streams themselves are bounded: the engines
+never refuse a write, so `QuicPipe` pauses core's writing while more than ``[transport_options.quic] send_buffer_bytes``
+sit unsent in them (a peer that stops reading, a congested path). This module only moves bytes: framing, identity and
+retries are core's.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ __all__ = ["ALPN", "QuicListener", "QuicPipe", "QuicTransport"]
 log = logging.getLogger("stoffelnet.quic")
 
 ALPN = {ClientType.SERVER: ALPN_PARTY, ClientType.CLIENT: ALPN_CLIENT}
-_UNI_CLIENT = 2  # the low two bits of a unidirectional stream id that the dialer opens (RFC 9000, 2.1)
-_UNI_SERVER = 3  # ... that the acceptor opens
+_BIDI_CLIENT = 0  # the low two bits of a bidirectional stream id that the dialer opens (RFC 9000, 2.1)
+_BIDI_SERVER = 1  # ... that the acceptor opens
+_UNI = 2  # the bit of a unidirectional stream id (not used by this protocol)
 _PROTOCOL_VIOLATION = 0x0A
 
 
@@ -78,16 +81,19 @@ def _address(value: object) -> Address | None:
 
 
 class QuicPipe(StreamPipe):
-    """Core's native streams (`StreamPipe`) over one QUIC connection: our stream number ``i`` is the ``i``-th
-    unidirectional QUIC stream we open, and the peer's likewise.
+    """Core's native streams (`StreamPipe`) over one QUIC connection: our stream number ``i`` is our direction of a
+    bidirectional QUIC stream, the oldest the peer opened that we do not write on yet, else one we open; the peer's
+    stream numbers count its directions in the order their first bytes arrive. Which stream pairs with which does
+    not matter (each direction says what it carries in its first bytes); it only saves streams.
 
     Backpressure: at most `send_limit` bytes sit unsent in our QUIC streams together. What core writes beyond that
     waits here, in order (at most one flush of core's, which stops writing as soon as it is paused), and the pipe
     calls the receiver's `pause_writing`; once the engine has sent what it held, the rest follows, and
     `resume_writing` comes when the unsent bytes are down to half the limit.
 
-    Closing: each side ends (FIN) every stream it opened once all it wrote is in them; the peer's end of the
-    connection (`eof_received`) is the end of every stream it opened, and when both sides have ended theirs the
+    Closing: each side ends (FIN) its direction of every stream it wrote on once all it wrote is in them; the peer's
+    end of the connection (`eof_received`) is the end of every direction it wrote on (core closes only once all it
+    sent was acknowledged, so none is still on its way), and when both sides have ended theirs the
     connection closes at once (everything before each FIN arrived in order, and core waits for its acknowledgements
     before it closes, so nothing is lost and QUIC's draining period is not waited for).
     """
@@ -104,10 +110,12 @@ class QuicPipe(StreamPipe):
         if keepalive > 0:
             self._ping = asyncio.get_running_loop().call_later(keepalive, self._send_ping)
         client = bool(protocol.quic.configuration.is_client)
-        self._own_kind = _UNI_CLIENT if client else _UNI_SERVER  # the low bits of the stream ids we open
-        self._peer_kind = _UNI_SERVER if client else _UNI_CLIENT
-        self._streams: list[int] = []  # the QUIC ids of our streams, by number
-        self._peer_last = -1  # the highest number of the peer's streams seen
+        self._own_kind = _BIDI_CLIENT if client else _BIDI_SERVER  # the low bits of the stream ids we open
+        self._peer_kind = _BIDI_SERVER if client else _BIDI_CLIENT
+        self._streams: list[int] = []  # the QUIC ids of our streams (our direction of each), by number
+        self._opened = 0  # QUIC streams we opened
+        self._offered: collections.deque[int] = collections.deque()  # the peer's, whose direction to it is unused
+        self._peer: dict[int, int] = {}  # QUIC id -> the number of the peer's stream (its direction to us)
         self._peer_ended: set[int] = set()  # the numbers of the peer's streams that ended
         self._receiver: PipeReceiver | None = None
         self._held: list[tuple[int, bytes]] = []
@@ -148,7 +156,11 @@ class QuicPipe(StreamPipe):
         """The QUIC id of our stream `number` (opened on first use)."""
         streams = self._streams
         while number >= len(streams):
-            streams.append(len(streams) * 4 + self._own_kind)
+            if self._offered:
+                streams.append(self._offered.popleft())
+            else:
+                streams.append(self._opened * 4 + self._own_kind)
+                self._opened += 1
         return streams[number]
 
     def unsent(self) -> int:
@@ -166,13 +178,14 @@ class QuicPipe(StreamPipe):
 
     # -- from the protocol ---------------------------------------------------------------------------------------------
     def stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
-        if stream_id & 3 != self._peer_kind:
-            # A bidirectional stream, or one only we may open: nothing in this protocol does that.
-            self._quic.close(error_code=_PROTOCOL_VIOLATION, reason_phrase=f"unexpected QUIC stream {stream_id}")
-            return
-        number = stream_id >> 2
-        if number > self._peer_last:
-            self._peer_last = number
+        number = self._peer.get(stream_id)
+        if number is None:
+            if stream_id & _UNI:  # nothing in this protocol opens a unidirectional stream
+                self._quic.close(error_code=_PROTOCOL_VIOLATION, reason_phrase=f"unexpected QUIC stream {stream_id}")
+                return
+            number = self._peer[stream_id] = len(self._peer)
+            if stream_id & 3 == self._peer_kind:
+                self._offered.append(stream_id)
         if data:
             if self._receiver is not None:
                 self._receiver.stream_data_received(number, data)
@@ -181,7 +194,7 @@ class QuicPipe(StreamPipe):
                 self._held.append((number, data))
         if end_stream:
             self._peer_ended.add(number)
-            if len(self._peer_ended) == self._peer_last + 1 and not self._got_fin:  # every stream it opened ended
+            if len(self._peer_ended) == len(self._peer) and not self._got_fin:  # every stream it opened ended
                 self._got_fin = True
                 if self._receiver is not None:
                     self._receiver.eof_received()
