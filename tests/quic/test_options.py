@@ -41,6 +41,8 @@ def test_defaults_are_mtu_safe() -> None:
         ({"engine": "qh3", "congestion_control": "reno"}, "congestion_control cannot be set with engine 'qh3'"),
         ({"send_buffer_bytes": 1000}, "transport_options.quic.send_buffer_bytes must be at least 16384, got 1000"),
         ({"send_buffer_bytes": 0}, "transport_options.quic.send_buffer_bytes must be a positive integer"),
+        ({"ack_delay_ms": 25}, "transport_options.quic.ack_delay_ms must be in 1..20, got 25"),
+        ({"ack_delay_ms": 0}, "transport_options.quic.ack_delay_ms must be a positive integer"),
     ],
 )
 def test_bad_options_name_the_key(options: dict[str, object], match: str) -> None:

@@ -8,7 +8,10 @@ classes it emits, and the two private or engine-specific reads the transport rel
 - the certificate whose key the acceptor proved in the TLS handshake (`peer_certificate`): aioquic keeps it in the
   private ``tls._peer_certificate``; qh3 exposes it as ``QuicConnection.get_peercert()``;
 - the bytes a stream holds that were never sent (`unsent`), for the transport's backpressure: qh3 exposes them as
-  ``get_send_buffer_size(stream)``; aioquic only through its private stream sender.
+  ``get_send_buffer_size(stream)``; aioquic only through its private stream sender;
+- on aioquic, when its pending acknowledgement is due (`delay_acks`): its ack delay (``_ack_delay``) and the 1-RTT
+  packet space's ``ack_at``, both private, for the transport's delayed acknowledgements. qh3 acknowledges in its
+  compiled core, as it sees fit.
 
 The listener also reads its ``QuicServer``'s connection-id table (``_protocols``, private in both) to route
 short-header packets itself, without the server's header parse.
@@ -132,6 +135,13 @@ class Engine(abc.ABC):
     def unsent(self, quic: Any, stream: int) -> int:
         """Bytes written to `stream` and never sent yet (in flight and acknowledged bytes do not count)."""
 
+    def delay_acks(self, quic: Any, delay: float) -> Any | None:
+        """Let `quic`, whose handshake is complete, wait `delay` seconds before it acknowledges (instead of the
+        engine's own delay), and return its pending acknowledgement's state: an object whose ``ack_at`` is when
+        the engine will send it (None: nothing to acknowledge), which the transport may move earlier. None: the
+        engine decides when it acknowledges (see `transport._Protocol.count_acks`)."""
+        return None
+
     def receive(self, quic: Any, datagrams: list[tuple[bytes, Any]], now: float) -> None:
         """Feed `quic` the datagrams read from its socket in one wakeup."""
         for data, addr in datagrams:
@@ -167,6 +177,20 @@ class _Aioquic(Engine):
         sender = found.sender
         size: int = sender._buffer_stop - sender.highest_offset
         return size
+
+    def delay_acks(self, quic: Any, delay: float) -> Any | None:
+        # Private, pinned by tests/quic: aioquic sets ``ack_at = now + _ack_delay`` when an ack-eliciting packet
+        # arrives and nothing is pending yet, writes the ACK into the first packet it builds once ``ack_at`` has
+        # passed, and arms its timer for it (``get_timer``).
+        space = quic._spaces.get(self._one_rtt)
+        if space is None or not hasattr(quic, "_ack_delay") or not hasattr(space, "ack_at"):
+            return None
+        quic._ack_delay = delay
+        return space
+
+    @functools.cached_property
+    def _one_rtt(self) -> Any:
+        return importlib.import_module(f"{self.package}.tls").Epoch.ONE_RTT
 
 
 class _Qh3(Engine):

@@ -27,6 +27,7 @@ __all__ = ["QuicOptions"]
 _CONGESTION = ("reno", "cubic")
 _MAX_DATAGRAM = 16384
 _MIN_SEND_BUFFER = 16384
+_MAX_ACK_DELAY_MS = 20  # under the 25 ms max_ack_delay that aioquic announces
 
 
 @attrs.frozen
@@ -56,6 +57,12 @@ class QuicOptions:
     # acknowledging (stopped, or a congested path) thus holds at most this much unsent, plus what is in flight
     # (bounded by the peer's flow-control window, max_stream_data).
     send_buffer_bytes: int = 1024 * 1024
+    # How long an acknowledgement may wait while traffic is sparse (less than two full datagrams since the last one),
+    # for a packet of data to ride on: an answer usually comes first, and an ACK-only packet costs both ends a whole
+    # engine pass. More traffic is acknowledged at the engine's own pace (1 ms). At most 20 (we tell peers we take
+    # up to 25 ms, and they wait that long plus a round trip before they probe). 1: the engine's own pace always.
+    # aioquic only (qh3 acknowledges as it sees fit).
+    ack_delay_ms: int = 5
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> QuicOptions:
@@ -79,6 +86,12 @@ class QuicOptions:
                 f"got {result.send_buffer_bytes}",
                 key="transport_options.quic.send_buffer_bytes",
                 value=result.send_buffer_bytes,
+            )
+        if result.ack_delay_ms > _MAX_ACK_DELAY_MS:
+            raise errors.ConfigError(
+                f"transport_options.quic.ack_delay_ms must be in 1..{_MAX_ACK_DELAY_MS}, got {result.ack_delay_ms}",
+                key="transport_options.quic.ack_delay_ms",
+                value=result.ack_delay_ms,
             )
         if result.congestion_control not in _CONGESTION:
             raise errors.ConfigError(
