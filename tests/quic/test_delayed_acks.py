@@ -1,7 +1,7 @@
 """Delayed acknowledgements (`_Protocol.count_acks`): sparse traffic is acknowledged ``ack_delay_ms`` after it
-arrives, so that the ACK rides on the answer instead of a packet of its own; two full datagrams' worth make it due
-at the engine's own pace (1 ms), so a bulk sender's congestion window grows as before; and a message nobody answers
-is still acknowledged, within the delay.
+arrives (mostly by a data packet built once it is due, rather than by an ACK-only packet every millisecond); two
+full-sized datagrams make it due at the engine's own pace (1 ms), so a bulk sender's congestion window grows as
+before; and a message nobody answers is still acknowledged, within the delay.
 
 aioquic only: the delay goes through its private ``_ack_delay`` and the 1-RTT space's ``ack_at`` (pinned here); qh3
 acknowledges in its compiled core.
@@ -30,15 +30,15 @@ def protocol(net: Network, peer: int) -> _Protocol:
 
 
 def record_due(p: _Protocol) -> list[tuple[int, float]]:
-    """After each arrival at `p` that leaves an acknowledgement pending: (bytes since it became pending, seconds
-    from then until it is due)."""
+    """After each arrival at `p` that leaves an acknowledgement pending: (full-sized datagrams since it became
+    pending, seconds from then until it is due)."""
     seen: list[tuple[int, float]] = []
     original = p.count_acks
 
-    def recorded(acks: Any, waiting: bool, size: int, now: float) -> None:
-        original(acks, waiting, size, now)
+    def recorded(acks: Any, waiting: bool, full: int, now: float) -> None:
+        original(acks, waiting, full, now)
         if acks.ack_at is not None:
-            seen.append((p._ack_bytes, acks.ack_at - p._ack_since))
+            seen.append((p._ack_full, acks.ack_at - p._ack_since))
 
     p.count_acks = recorded  # type: ignore[method-assign]
     return seen
@@ -52,27 +52,26 @@ async def test_the_engine_exposes_what_delayed_acks_use() -> None:
             assert p.acks is not None
             assert p.acks is p.quic._spaces[Epoch.ONE_RTT]
             assert p.quic._ack_delay == DELAY_MS / 1000
-            assert p._ack_bulk == 2 * 16384  # two loopback datagrams
 
 
 async def test_sparse_traffic_is_acknowledged_after_the_delay_bulk_at_the_engines_pace() -> None:
-    """A small message leaves the receiver's ACK due `DELAY_MS` after it arrived; a 64 KiB one (four full
-    datagrams) makes it due 1 ms after the first of them, as the engine itself would."""
+    """A small message leaves the receiver's ACK due `DELAY_MS` after it arrived; a 256 KiB one (datagrams of up
+    to 16 KiB) makes it due 1 ms after the first of them once two have arrived, as the engine itself would."""
     async with local_network(2, transport="quic") as (a, b):
         seen = record_due(protocol(b, 0))
         async with asyncio.timeout(TIMEOUT):
             await a.send(1, b"small")
             assert await b.receive_from(0) == b"small"
         assert seen, "no acknowledgement was pending after the message arrived"
-        size, due = seen[0]
-        assert size < 16384
+        full, due = seen[0]
+        assert full == 0
         assert due == pytest.approx(DELAY_MS / 1000)
         seen.clear()
         async with asyncio.timeout(TIMEOUT):
-            await a.send(1, b"x" * 65536)
-            assert await b.receive_from(0) == b"x" * 65536
-        bulk = [due for size, due in seen if size >= 2 * 16384]
-        assert bulk, f"never two full datagrams' worth pending: {seen}"
+            await a.send(1, b"x" * 262144)  # 17 datagrams: many chances for two before the ACK goes
+            assert await b.receive_from(0) == b"x" * 262144
+        bulk = [due for full, due in seen if full >= 2]
+        assert bulk, f"never two full-sized datagrams pending: {seen}"
         assert all(due == pytest.approx(0.001) for due in bulk), seen
 
 

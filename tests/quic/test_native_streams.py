@@ -11,11 +11,15 @@ and send that data again, while the next message, on another stream, goes out in
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
+
+import pytest
 
 from stoffelnet_core.network import Network
 from stoffelnet_core.testing import local_network
 from stoffelnet_core.testing.hostile import SPARE_CLIENT, Victim, assert_unaffected
+from stoffelnet_quic import transport as quic_transport
 from stoffelnet_quic.transport import QuicPipe
 
 from .conftest import ALPN_CLIENT, ON_EVERY_ENGINE, RawQuicPeer
@@ -136,12 +140,50 @@ async def test_each_side_writes_on_the_quic_streams_the_other_opened(engine: str
 async def test_a_unidirectional_quic_stream_is_a_protocol_violation(victim: Victim) -> None:
     """Nothing in this protocol opens a unidirectional QUIC stream: a peer that does (here before any handshake) is
     cut off with PROTOCOL_VIOLATION, and every other connection goes on."""
+
+    def uni(quic: Any, stream_id: int) -> None:
+        quic.send_stream_data(quic.get_next_available_stream_id(is_unidirectional=True), b"\x00" * 16)
+
+    await _cut_off(victim, uni, "unexpected QUIC stream")
+
+
+async def _cut_off(victim: Victim, act: Callable[[Any, int], None], reason: str) -> None:
+    """A raw peer opens a stream, writes a byte on it, then does `act(quic, stream_id)`: the party closes the
+    connection with PROTOCOL_VIOLATION naming `reason`, and every other connection goes on."""
     peer = await RawQuicPeer.connect(victim.address(1), victim.client_tls(SPARE_CLIENT), ALPN_CLIENT)
     quic = peer.protocol._quic
-    quic.send_stream_data(quic.get_next_available_stream_id(is_unidirectional=True), b"\x00" * 16)
+    stream_id = quic.get_next_available_stream_id()
+    quic.send_stream_data(stream_id, b"\x00")
+    act(quic, stream_id)
     peer.protocol.transmit()
     ended = await peer.expect_closed()
     assert ended is not None
     assert ended.error_code == 0x0A, ended
-    assert "unexpected QUIC stream" in ended.reason_phrase
+    assert reason in ended.reason_phrase
     await assert_unaffected(victim)
+
+
+async def test_a_peer_that_resets_a_stream_is_cut_off(victim: Victim) -> None:
+    """This protocol ends a stream only with a FIN: a RESET_STREAM would leave that direction unended forever (and a
+    clean close waiting for it), so it is a protocol violation."""
+    await _cut_off(victim, lambda quic, stream_id: quic.reset_stream(stream_id, 7), "StreamReset")
+
+
+async def test_a_peer_that_stops_our_sending_is_cut_off(victim: Victim) -> None:
+    """STOP_SENDING on a stream the party may write on (here the peer's own, whose direction back is the party's to
+    take) is a protocol violation as well: the engine would refuse the party's next write on it."""
+    await _cut_off(victim, lambda quic, stream_id: quic.stop_stream(stream_id, 7), "StopSendingReceived")
+
+
+async def test_a_peer_that_opens_too_many_quic_streams_is_cut_off(
+    victim: Victim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams that carry no whole prefix never reach core's own limit on streams: the pipe counts the peer's
+    directions itself (here its limit lowered to 3, to reach it with a few streams)."""
+    monkeypatch.setattr(quic_transport, "_MAX_PEER_STREAMS", 3)
+
+    def more(quic: Any, stream_id: int) -> None:
+        for _ in range(4):
+            quic.send_stream_data(quic.get_next_available_stream_id(), b"\x00")
+
+    await _cut_off(victim, more, "more than 3 QUIC streams")

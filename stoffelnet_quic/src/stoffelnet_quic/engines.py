@@ -71,6 +71,8 @@ class Engine(abc.ABC):
     ConnectionTerminated: type[Any]
     ConnectionIdIssued: type[Any]
     ConnectionIdRetired: type[Any]
+    StreamReset: type[Any]
+    StopSendingReceived: type[Any]
 
     package: ClassVar[str]  # the engine's top-level module: both have aioquic's layout
     congestion_control: ClassVar[bool] = True  # whether its configuration takes a congestion control algorithm
@@ -86,6 +88,8 @@ class Engine(abc.ABC):
         self.ConnectionTerminated = events.ConnectionTerminated
         self.ConnectionIdIssued = events.ConnectionIdIssued
         self.ConnectionIdRetired = events.ConnectionIdRetired
+        self.StreamReset = events.StreamReset
+        self.StopSendingReceived = events.StopSendingReceived
 
     def configuration(
         self,

@@ -52,16 +52,17 @@ class QuicOptions:
     # Answer a new Initial with a Retry first (RFC 9000 §8.1): a flood of Initials that never answers creates no
     # connection state at all. Costs one round trip per connection set-up.
     address_validation: bool = True
-    # Bytes written to the connection's QUIC stream and not yet sent (the engines never refuse a write): above this,
+    # Bytes written to the connection's QUIC streams and not yet sent (the engines never refuse a write): above this,
     # core stops handing the stream data (and `send` soon waits) until it is back under half. A peer that stops
     # acknowledging (stopped, or a congested path) thus holds at most this much unsent, plus what is in flight
     # (bounded by the peer's flow-control window, max_stream_data).
     send_buffer_bytes: int = 1024 * 1024
-    # How long an acknowledgement may wait while traffic is sparse (less than two full datagrams since the last one),
-    # for a packet of data to ride on: an answer usually comes first, and an ACK-only packet costs both ends a whole
-    # engine pass. More traffic is acknowledged at the engine's own pace (1 ms). At most 20 (we tell peers we take
-    # up to 25 ms, and they wait that long plus a round trip before they probe). 1: the engine's own pace always.
-    # aioquic only (qh3 acknowledges as it sees fit).
+    # How long an acknowledgement waits while traffic is sparse (fewer than two full-sized datagrams since the last
+    # one), instead of the engine's 1 ms: a ping-pong or rounds of small messages are then acknowledged about once
+    # per delay, mostly within a data packet, instead of every millisecond by an ACK-only packet, which costs both
+    # ends a whole engine pass. Bulk traffic is acknowledged at the engine's own pace. At most 20 (aioquic tells
+    # peers it takes up to 25 ms, and they wait that long plus a round trip before they probe). 1: the engine's own
+    # pace always. aioquic only (qh3 acknowledges as it sees fit).
     ack_delay_ms: int = 5
 
     @classmethod

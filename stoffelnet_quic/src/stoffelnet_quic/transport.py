@@ -41,6 +41,7 @@ from typing import Any, ClassVar, cast
 
 from stoffelnet_core import errors, keys
 from stoffelnet_core.ids import Address, ClientType
+from stoffelnet_core.mux import MAX_STREAMS
 from stoffelnet_core.transport import (
     ALPN_CLIENT,
     ALPN_PARTY,
@@ -117,6 +118,8 @@ class QuicPipe(StreamPipe):
         self._offered: collections.deque[int] = collections.deque()  # the peer's, whose direction to it is unused
         self._peer: dict[int, int] = {}  # QUIC id -> the number of the peer's stream (its direction to us)
         self._peer_ended: set[int] = set()  # the numbers of the peer's streams that ended
+        self._peer_opened = 0  # QUIC streams the peer opened that we have seen
+        self._peer_opened_last = -1  # the highest index among them (the peer opens its streams in order)
         self._receiver: PipeReceiver | None = None
         self._held: list[tuple[int, bytes]] = []
         self._eof_held = False
@@ -149,11 +152,15 @@ class QuicPipe(StreamPipe):
             self._ending = True
             self._closing = True
             self._backlog.clear()
+            with contextlib.suppress(Exception):  # a write on a stream the peer stopped: end the connection too
+                self.violation(f"a QUIC stream refused our data: {exc}")
             lost = ConnectionResetError(f"QUIC connection closed: {exc}")
-            asyncio.get_running_loop().call_soon(self.terminated, lost)  # not inside core's own write
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._protocol.transmit)
+            loop.call_soon(self.terminated, lost)  # not inside core's own write
 
     def stream_id(self, number: int) -> int:
-        """The QUIC id of our stream `number` (opened on first use)."""
+        """The QUIC id of our stream `number` (taken from the peer's, or opened, on first use)."""
         streams = self._streams
         while number >= len(streams):
             if self._offered:
@@ -181,11 +188,16 @@ class QuicPipe(StreamPipe):
         number = self._peer.get(stream_id)
         if number is None:
             if stream_id & _UNI:  # nothing in this protocol opens a unidirectional stream
-                self._quic.close(error_code=_PROTOCOL_VIOLATION, reason_phrase=f"unexpected QUIC stream {stream_id}")
+                self.violation(f"unexpected QUIC stream {stream_id}")
+                return
+            if len(self._peer) > _MAX_PEER_STREAMS:  # core refuses this many long before, unless they are empty
+                self.violation(f"more than {_MAX_PEER_STREAMS} QUIC streams")
                 return
             number = self._peer[stream_id] = len(self._peer)
             if stream_id & 3 == self._peer_kind:
                 self._offered.append(stream_id)
+                self._peer_opened += 1
+                self._peer_opened_last = max(self._peer_opened_last, stream_id >> 2)
         if data:
             if self._receiver is not None:
                 self._receiver.stream_data_received(number, data)
@@ -194,7 +206,7 @@ class QuicPipe(StreamPipe):
                 self._held.append((number, data))
         if end_stream:
             self._peer_ended.add(number)
-            if len(self._peer_ended) == len(self._peer) and not self._got_fin:  # every stream it opened ended
+            if self._peer_ended_all() and not self._got_fin:
                 self._got_fin = True
                 if self._receiver is not None:
                     self._receiver.eof_received()
@@ -205,6 +217,15 @@ class QuicPipe(StreamPipe):
                 self._finish_streams()
                 if self._sent_fin:
                     self._terminate()
+
+    def _peer_ended_all(self) -> bool:
+        """Every direction the peer wrote on has ended: every one seen, and no stream it opened is still unseen (it
+        opens them in order, each to write on it; one whose first packet is still being resent is not)."""
+        return len(self._peer_ended) == len(self._peer) and self._peer_opened == self._peer_opened_last + 1
+
+    def violation(self, why: str) -> None:
+        """The peer broke this protocol's use of QUIC: close the connection (PROTOCOL_VIOLATION)."""
+        self._quic.close(error_code=_PROTOCOL_VIOLATION, reason_phrase=why)
 
     def _send_ping(self) -> None:
         if self._lost is not None:
@@ -333,7 +354,7 @@ class QuicPipe(StreamPipe):
             self._protocol.transmit()
 
     def _end_streams(self) -> bool:
-        """A FIN on each of our streams (on stream 0 if we never opened one, so that the peer sees our end)."""
+        """A FIN on each of our streams (on our stream 0 if we never wrote on one, so that the peer sees our end)."""
         self._sent_fin = True
         for stream_id in self._streams or [self.stream_id(0)]:
             if not self._send(stream_id, b"", end_stream=True):
@@ -367,6 +388,8 @@ _SOON = 0.001  # seconds: an engine timer due sooner than this runs on the next 
 _DEFER = 1  # after acknowledgements (a sender waiting for them may send more at once)
 _DEFER_DATA = 3  # after stream data (its acknowledgement waits for the engine's ack delay anyway)
 _ENGINE_ACK_DELAY = 0.001  # seconds: aioquic's own (its K_GRANULARITY), for traffic that is not sparse
+_FULL_DATAGRAM = 1200  # bytes: a full-sized datagram, for `count_acks` (the size every QUIC path carries)
+_MAX_PEER_STREAMS = MAX_STREAMS + 2  # the peer's directions: core's channels, its control and its credit
 
 
 def _socket(transport: asyncio.BaseTransport) -> socket.socket | None:
@@ -436,11 +459,10 @@ class _Protocol(asyncio.DatagramProtocol):
     ) -> None:
         self.engine = engine
         self.quic = quic
-        self._ack_delay = ack_delay  # see `count_acks`; at most `_ENGINE_ACK_DELAY`: the engine's own
+        self._ack_delay = ack_delay  # see `count_acks` (`_ENGINE_ACK_DELAY` or less: the engine's own is kept)
         self.acks: Any = None  # the engine's pending acknowledgement, once delayed (`Engine.delay_acks`)
         self._ack_since = 0.0  # when it became pending
-        self._ack_bytes = 0  # bytes arrived since then
-        self._ack_bulk = 0  # ... at which it is due at the engine's own pace
+        self._ack_full = 0  # full-sized datagrams arrived since then
         self.endpoint = endpoint
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
@@ -477,11 +499,11 @@ class _Protocol(asyncio.DatagramProtocol):
         now = self.now()
         acks = self.acks
         waiting = acks is not None and acks.ack_at is not None
-        size = len(data)
+        full = int(len(data) >= _FULL_DATAGRAM)
         if self.endpoint is None:  # the dialer owns its socket: read what is there, then answer once
             batch = _drain(self._sock, (data, addr))
             if len(batch) > 1:
-                size = sum(len(datagram) for datagram, _ in batch)
+                full = sum(len(datagram) >= _FULL_DATAGRAM for datagram, _ in batch)
             try:
                 self.engine.receive(self.quic, batch, now)
             except Exception as exc:  # an engine bug on a datagram: reported, and this wakeup's events still run
@@ -491,7 +513,7 @@ class _Protocol(asyncio.DatagramProtocol):
         else:  # one datagram of the listener's socket, routed here by its endpoint
             self.quic.receive_datagram(data, addr, now=now)
         if acks is not None:
-            self.count_acks(acks, waiting, size, now)
+            self.count_acks(acks, waiting, full, now)
         self._process_events()
         if not self._owed:
             self.transmit_soon(_DEFER_DATA if self.got_data else _DEFER)
@@ -500,24 +522,26 @@ class _Protocol(asyncio.DatagramProtocol):
         self.quic.close()
         self.transmit()
 
-    def count_acks(self, acks: Any, waiting: bool, size: int, now: float) -> None:
-        """`size` bytes arrived, and the engine's acknowledgement was pending before (`waiting`) or not.
+    def count_acks(self, acks: Any, waiting: bool, full: int, now: float) -> None:
+        """Datagrams arrived, `full` of them full-sized; the engine's acknowledgement was pending before (`waiting`)
+        or not.
 
-        Delayed acknowledgements, as TCP's: once the handshake is done the engine waits ``ack_delay_ms`` before it
-        acknowledges (`Engine.delay_acks`), so that the ACK rides on the next packet of data, typically the answer
-        to what arrived, instead of going alone when the engine's own 1 ms timer fires (an ACK-only packet costs
-        each end a whole engine pass: 10% of a ping-pong's time, measured). Two full datagrams' worth since the
-        acknowledgement became pending make it due at the engine's own pace, 1 ms after the first, as TCP
-        acknowledges every second full segment: a sender that fills datagrams keeps the ACKs its congestion
-        window grows on."""
+        Delayed acknowledgements: once the handshake is done the engine waits ``ack_delay_ms`` (`Engine.delay_acks`)
+        instead of its own 1 ms before it acknowledges. The engine writes a due ACK into the next packet it builds,
+        so sparse traffic (a ping-pong, rounds of small messages) is acknowledged about once per delay, mostly by a
+        data packet, instead of once per millisecond, mostly by an ACK-only packet of its own sent while the side
+        waits for an answer: each such packet costs both ends a whole engine pass (10% of a ping-pong's time,
+        measured). Two full-sized datagrams since the acknowledgement became pending make it due at the engine's
+        own pace, 1 ms after the first, as TCP acknowledges every second full segment: a bulk sender keeps the ACKs
+        its congestion window grows on."""
         if acks.ack_at is None:
             return
         if waiting:
-            self._ack_bytes += size
+            self._ack_full += full
         else:
             self._ack_since = now
-            self._ack_bytes = size
-        if self._ack_bytes >= self._ack_bulk:
+            self._ack_full = full
+        if self._ack_full >= 2:
             due = self._ack_since + _ENGINE_ACK_DELAY
             if acks.ack_at > due:
                 acks.ack_at = due
@@ -623,7 +647,7 @@ class _Protocol(asyncio.DatagramProtocol):
                 self.alpn = event.alpn_protocol
                 if self._ack_delay > _ENGINE_ACK_DELAY:
                     self.acks = engine.delay_acks(quic, self._ack_delay)
-                    self._ack_bulk = 2 * int(quic.configuration.max_datagram_size)
+                    self._ack_since = self._clock
                 if self._on_ready is not None:
                     self._on_ready(self)
             elif kind is engine.ConnectionIdIssued:
@@ -632,6 +656,9 @@ class _Protocol(asyncio.DatagramProtocol):
                 self._connection_id_retired_handler(event.connection_id)
             elif kind is engine.ConnectionTerminated:
                 self._ended(event)
+            elif kind is engine.StreamReset or kind is engine.StopSendingReceived:
+                if self.pipe is not None:  # this protocol ends streams only with a FIN
+                    self.pipe.violation(f"{kind.__name__} on QUIC stream {event.stream_id}")
             event = quic.next_event()
 
     def _ended(self, event: Any) -> None:
