@@ -47,13 +47,25 @@ from stoffelnet_core.testing.hostile import (
     start_victim,
 )
 from stoffelnet_core.transport import BytePipe, Credentials, TransportContext
-from stoffelnet_quic.transport import ALPN, QuicListener, QuicPipe, QuicTransport, _Endpoint
+from stoffelnet_quic.transport import ALPN, QuicListener, QuicPipe, QuicTransport, _Endpoint, _Protocol
 
 ALPN_PARTY = ALPN[ClientType.SERVER]
 ALPN_CLIENT = ALPN[ClientType.CLIENT]
 
 
 # -- the victim --------------------------------------------------------------------------------------------------
+
+
+def quic_pipe(net: Network, peer: int) -> QuicPipe:
+    """The QUIC pipe of `net`'s connection to party `peer`."""
+    pipe = net.connection(peer)._pipe
+    assert isinstance(pipe, QuicPipe)
+    return pipe
+
+
+def quic_protocol(net: Network, peer: int) -> _Protocol:
+    """The datagram protocol driving `net`'s QUIC connection to party `peer` (its engine: ``.quic``)."""
+    return quic_pipe(net, peer)._protocol
 
 
 def quic_server(net: Network) -> _Endpoint:

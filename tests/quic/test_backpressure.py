@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from stoffelnet_core.network import Network
 from stoffelnet_core.testing import local_network
 from stoffelnet_quic.transport import QuicPipe
 
-from .conftest import ENGINES, pipe_pair
+from .conftest import ENGINES, pipe_pair, quic_pipe
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -70,12 +69,6 @@ class Received:
 def paused(pipe: QuicPipe) -> bool:
     """Whether `pipe` holds core's writing paused now."""
     return pipe.paused
-
-
-def quic_pipe(net: Network, peer: int) -> QuicPipe:
-    pipe = net.connection(peer)._pipe
-    assert isinstance(pipe, QuicPipe)
-    return pipe
 
 
 async def test_the_engine_still_reports_a_streams_unsent_bytes(engine: str) -> None:

@@ -15,18 +15,13 @@ from typing import Any
 import pytest
 from aioquic.tls import Epoch
 
-from stoffelnet_core.network import Network
 from stoffelnet_core.testing import local_network
-from stoffelnet_quic.transport import QuicPipe, _Protocol
+from stoffelnet_quic.transport import _Protocol
+
+from .conftest import quic_protocol
 
 TIMEOUT = 10.0
 DELAY_MS = 5  # the default
-
-
-def protocol(net: Network, peer: int) -> _Protocol:
-    pipe = net.connection(peer)._pipe
-    assert isinstance(pipe, QuicPipe)
-    return pipe._protocol
 
 
 def record_due(p: _Protocol) -> list[tuple[int, float]]:
@@ -48,7 +43,7 @@ async def test_the_engine_exposes_what_delayed_acks_use() -> None:
     """The private state `Engine.delay_acks` relies on is where it was (an aioquic upgrade that moves it fails here,
     instead of silently acknowledging at the engine's pace); the option's default reaches the engine."""
     async with local_network(2, transport="quic") as (a, b):
-        for p in (protocol(a, 1), protocol(b, 0)):
+        for p in (quic_protocol(a, 1), quic_protocol(b, 0)):
             assert p.acks is not None
             assert p.acks is p.quic._spaces[Epoch.ONE_RTT]
             assert p.quic._ack_delay == DELAY_MS / 1000
@@ -58,7 +53,7 @@ async def test_sparse_traffic_is_acknowledged_after_the_delay_bulk_at_the_engine
     """A small message leaves the receiver's ACK due `DELAY_MS` after it arrived; a 256 KiB one (datagrams of up
     to 16 KiB) makes it due 1 ms after the first of them once two have arrived, as the engine itself would."""
     async with local_network(2, transport="quic") as (a, b):
-        seen = record_due(protocol(b, 0))
+        seen = record_due(quic_protocol(b, 0))
         async with asyncio.timeout(TIMEOUT):
             await a.send(1, b"small")
             assert await b.receive_from(0) == b"small"
@@ -79,7 +74,7 @@ async def test_a_message_nobody_answers_is_acknowledged_within_the_delay() -> No
     """Nothing goes back from the receiver: its ACK of the packet that carried the message still comes, alone, once
     the delay has passed (not at the engine's 1 ms), and within a bound."""
     async with local_network(2, transport="quic") as (a, b):
-        sender = protocol(a, 1)
+        sender = quic_protocol(a, 1)
         space = sender.acks  # the sender's 1-RTT space: what it sent, and the largest packet number acknowledged
         loop = asyncio.get_running_loop()
         acknowledged = asyncio.Event()
@@ -107,7 +102,7 @@ async def test_a_message_nobody_answers_is_acknowledged_within_the_delay() -> No
 
 async def test_ack_delay_of_one_ms_leaves_the_engine_its_own_pace() -> None:
     async with local_network(2, transport="quic", transport_options={"quic": {"ack_delay_ms": 1}}) as (a, b):
-        for p in (protocol(a, 1), protocol(b, 0)):
+        for p in (quic_protocol(a, 1), quic_protocol(b, 0)):
             assert p.acks is None
             assert p.quic._ack_delay == 0.001
 
@@ -115,7 +110,7 @@ async def test_ack_delay_of_one_ms_leaves_the_engine_its_own_pace() -> None:
 async def test_qh3_acknowledges_as_it_sees_fit() -> None:
     pytest.importorskip("qh3")
     async with local_network(2, transport="quic", transport_options={"quic": {"engine": "qh3"}}) as (a, b):
-        assert protocol(a, 1).acks is None
-        assert protocol(b, 0).acks is None
+        assert quic_protocol(a, 1).acks is None
+        assert quic_protocol(b, 0).acks is None
         await a.send(1, b"still works")
         assert await b.receive_from(0, timeout=TIMEOUT) == b"still works"

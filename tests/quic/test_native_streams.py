@@ -16,23 +16,15 @@ from typing import Any, cast
 
 import pytest
 
-from stoffelnet_core.network import Network
 from stoffelnet_core.testing import local_network
 from stoffelnet_core.testing.hostile import SPARE_CLIENT, Victim, assert_unaffected
 from stoffelnet_quic import transport as quic_transport
-from stoffelnet_quic.transport import QuicPipe
 
-from .conftest import ALPN_CLIENT, ON_EVERY_ENGINE, RawQuicPeer
+from .conftest import ALPN_CLIENT, ON_EVERY_ENGINE, RawQuicPeer, quic_pipe
 
 TIMEOUT = 10.0
 
 pytestmark = ON_EVERY_ENGINE
-
-
-def quic_pipe(net: Network, peer: int) -> QuicPipe:
-    pipe = net.connection(peer)._pipe
-    assert isinstance(pipe, QuicPipe)
-    return pipe
 
 
 class DroppingSocket:

@@ -16,18 +16,12 @@ from typing import Any
 
 from stoffelnet_core.network import Network
 from stoffelnet_core.testing import local_network
-from stoffelnet_quic.transport import QuicPipe, _Protocol
+from stoffelnet_quic.transport import _Protocol
 
-from .conftest import ON_EVERY_ENGINE, quic_server
+from .conftest import ON_EVERY_ENGINE, quic_protocol, quic_server
 
 TIMEOUT = 10.0
 ROUND_TRIPS = 200
-
-
-def protocol(net: Network, peer: int) -> _Protocol:
-    pipe = net.connection(peer)._pipe
-    assert isinstance(pipe, QuicPipe)
-    return pipe._protocol
 
 
 def count_transmits(p: _Protocol) -> dict[str, int]:
@@ -59,7 +53,7 @@ async def test_an_answer_carries_what_its_arrival_called_for() -> None:
     async with local_network(2, transport="quic") as (a, b):
         async with asyncio.timeout(TIMEOUT):
             await ping_pong(a, b, 20)
-            counts = [count_transmits(protocol(a, 1)), count_transmits(protocol(b, 0))]
+            counts = [count_transmits(quic_protocol(a, 1)), count_transmits(quic_protocol(b, 0))]
             await ping_pong(a, b, ROUND_TRIPS)
     sent = sum(c["sent"] for c in counts) / ROUND_TRIPS
     empty = sum(c["empty"] for c in counts) / ROUND_TRIPS
@@ -74,7 +68,7 @@ async def test_an_arrival_nobody_answers_is_transmitted_for_within_a_few_loop_tu
     async with local_network(2, transport="quic", transport_options={"quic": {"engine": engine}}) as (a, b):
         async with asyncio.timeout(TIMEOUT):
             await ping_pong(a, b, 5)
-            receiver = protocol(b, 0)
+            receiver = quic_protocol(b, 0)
             counts = count_transmits(receiver)
             await a.send(1, b"nobody answers this")
             assert await b.receive_from(0) == b"nobody answers this"
@@ -92,7 +86,7 @@ async def test_short_headers_are_routed_in_the_servers_own_table(engine: str) ->
     async with local_network(2, transport="quic", transport_options={"quic": {"engine": engine}}) as (a, b):
         endpoint = quic_server(b)
         assert endpoint._routes is endpoint.server._protocols
-        accepted = protocol(b, 0)
+        accepted = quic_protocol(b, 0)
         assert accepted in endpoint._routes.values()
         seen: list[bytes] = []
         original = accepted.datagram_received
