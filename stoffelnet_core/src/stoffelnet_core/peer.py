@@ -438,6 +438,8 @@ class PeerConnection:
             if received:
                 self._deliver(received, self._link)
             self._acknowledge_due()
+            if self._mux.wants_write or self._session.has_outgoing:  # as `_process` ends
+                self._schedule_flush()
             delivered = bool(received)
         else:
             delivered = self._process(events, [])
@@ -445,8 +447,6 @@ class PeerConnection:
             self._replying()
         elif self._answering:  # acknowledgements or credit for a sender: its next turn's sends go out together
             self._answering = False
-            self._schedule_flush()
-        if self._mux.wants_write or self._session.has_outgoing:
             self._schedule_flush()
 
     def _replying(self) -> None:
